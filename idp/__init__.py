@@ -1,0 +1,116 @@
+"""An OpenID Connect identity provider: application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create the application; ``test_config`` overrides settings from the environment."""
+    from idp import config as settings
+    from idp import errors
+    from idp.auth.acr import PASSWORD_LEVEL, AcrLadder
+    from idp.auth.pipeline import Pipeline
+    from idp.auth.steps import ConsentStep, PasswordStep, TermsStep
+    from idp.extensions import csrf, db, migrate
+    from idp.plugins import PluginRegistry, load_plugins
+
+    test_config = dict(test_config or {})
+    instance_path = test_config.pop("INSTANCE_PATH", None) or os.environ.get(
+        "IDP_INSTANCE_PATH", str(ROOT / "instance")
+    )
+    app = Flask(
+        __name__,
+        instance_path=instance_path,
+        template_folder=str(ROOT / "templates"),
+        static_folder="static",
+    )
+
+    plugin_spec = test_config.get("IDP_PLUGINS", os.environ.get("IDP_PLUGINS", "plugins.mfa"))
+    plugins = load_plugins(plugin_spec)
+    for plugin in plugins:
+        settings.register_settings(plugin.default_config)
+    app.config.update(settings.load_settings())
+    app.config.update(test_config)
+    settings.check_production(app.config)
+
+    logging.basicConfig(level=app.config["IDP_LOG_LEVEL"])
+    _configure_flask(app, settings)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    errors.init_app(app)
+
+    registry = PluginRegistry(plugins=plugins)
+    app.extensions["idp.registry"] = registry
+    registry.add_acr_level(PASSWORD_LEVEL)
+    for plugin in plugins:
+        plugin.init_app(app, registry)
+
+    app.extensions["idp.pipeline"] = Pipeline(
+        [PasswordStep(), *registry.steps, ConsentStep(), TermsStep()]
+    )
+    app.extensions["idp.acr_ladder"] = AcrLadder(registry.acr_levels)
+
+    from idp.auth.routes import bp as auth_bp
+    from idp.oauth import server
+    from idp.oauth.routes import bp as oauth_bp
+
+    server.init_app(app)
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(auth_bp)
+    for blueprint in registry.blueprints:
+        app.register_blueprint(blueprint)
+
+    from idp import cli
+
+    cli.init_app(app, registry)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    return app
+
+
+def _configure_flask(app: Flask, settings) -> None:
+    config = app.config
+    secret = config["IDP_SECRET_KEY"] or settings.development_secret_key(app.instance_path)
+    config["SECRET_KEY"] = secret
+    if not config.get("SQLALCHEMY_DATABASE_URI"):
+        url = config["IDP_DATABASE_URL"]
+        if not url:
+            Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+            url = "sqlite:///" + str(Path(app.instance_path) / "idp.db")
+        config["SQLALCHEMY_DATABASE_URI"] = url
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
+    https = config["IDP_ISSUER"].startswith("https://")
+    config.update(
+        SESSION_COOKIE_NAME="idp_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,
+        PERMANENT_SESSION_LIFETIME=config["IDP_SESSION_LIFETIME"],
+        MAX_CONTENT_LENGTH=256 * 1024,
+        WTF_CSRF_TIME_LIMIT=config["IDP_PENDING_LIFETIME"],
+        WTF_CSRF_SSL_STRICT=False,
+    )
+    if not https:
+        # Authlib refuses plain http outside loopback; the issuer decides, not the request.
+        os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")

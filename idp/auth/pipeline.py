@@ -1,0 +1,151 @@
+"""The sign-in pipeline: an ordered list of steps, asked in turn whether they are needed.
+
+Each step looks at the pending authorization request, the user and the SSO session and
+answers with a reason string (``no_session``, ``max_age``, ``terms_not_accepted``…) or
+``None``. The first step that is needed gets the browser; when it is done it sends the
+browser back to ``/authorize/resume/<id>``, and the pipeline simply runs again. When no
+step is needed the authorization request is answered.
+
+The password step comes first and Consent and Terms last; plugins add their steps in
+between (see ``idp.plugins``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from authlib.oauth2.rfc6749 import scope_to_list
+
+from idp.extensions import db
+from idp.models import Client, PendingAuthorization, SsoSession, User
+from idp.timeutil import epoch, utcnow
+
+
+@dataclass
+class SignInContext:
+    """What a step may look at to decide whether it is needed."""
+
+    pending: PendingAuthorization
+    client: Client
+    session: SsoSession | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return self.pending.params
+
+    @cached_property
+    def user(self) -> User | None:
+        if self.session is not None:
+            return self.session.user
+        return None
+
+    @property
+    def prompts(self) -> set[str]:
+        return set((self.params.get("prompt") or "").split())
+
+    @property
+    def scopes(self) -> list[str]:
+        return scope_to_list(self.params.get("scope") or "") or []
+
+    @property
+    def max_age(self) -> int | None:
+        value = self.params.get("max_age")
+        return int(value) if value not in (None, "") else None
+
+    @property
+    def logged_in_this_interaction(self) -> bool:
+        return self.pending.login_at is not None
+
+    @cached_property
+    def acr_request(self) -> AcrRequest:
+        return AcrRequest.from_params(self.params)
+
+    def step_state(self, step_name: str) -> dict:
+        """A copy of the dict a step keeps in the pending request; save with ``save_state``."""
+        return dict((self.pending.state or {}).get(step_name, {}))
+
+    def save_state(self, step_name: str, value: dict) -> None:
+        state = dict(self.pending.state or {})
+        state[step_name] = value
+        self.pending.state = state
+
+
+@dataclass
+class AcrRequest:
+    """The ``acr`` values a client asked for: voluntary (``acr_values``) or essential
+    (the ``claims`` parameter)."""
+
+    voluntary: list[str]
+    essential: list[str]
+
+    @property
+    def all(self) -> list[str]:
+        return self.essential + [v for v in self.voluntary if v not in self.essential]
+
+    @classmethod
+    def from_params(cls, params: dict) -> AcrRequest:
+        voluntary = (params.get("acr_values") or "").split()
+        essential: list[str] = []
+        claims = params.get("claims")
+        if claims:
+            acr = (json.loads(claims).get("id_token") or {}).get("acr") or {}
+            if isinstance(acr, dict):
+                values = acr.get("values") or ([acr["value"]] if "value" in acr else [])
+                if acr.get("essential"):
+                    essential = [v for v in values if isinstance(v, str)]
+                else:
+                    voluntary = voluntary + [v for v in values if isinstance(v, str)]
+        return cls(voluntary=voluntary, essential=essential)
+
+
+class Step:
+    """A sign-in step. Subclasses set ``name`` and ``endpoint`` and implement ``needed``.
+
+    ``endpoint`` is a Flask endpoint taking a ``pending_id`` argument; it shows the
+    step's page and, when the step is done, redirects to ``resume_url(pending)``.
+    ``prompt_none_error`` is the error answered under ``prompt=none`` when the step is
+    needed. Example::
+
+        class FavouriteColourStep(Step):
+            name = "colour"
+            endpoint = "colour.ask"
+
+            def needed(self, ctx):
+                if ctx.user and not ctx.user.colour:
+                    return "colour_missing"
+                return None
+    """
+
+    name: str = ""
+    endpoint: str = ""
+    prompt_none_error: str = "interaction_required"
+
+    def needed(self, ctx: SignInContext) -> str | None:
+        raise NotImplementedError
+
+
+class Pipeline:
+    def __init__(self, steps: list[Step]):
+        self.steps = steps
+
+    def next_step(self, ctx: SignInContext) -> tuple[Step, str] | None:
+        for step in self.steps:
+            reason = step.needed(ctx)
+            if reason:
+                return step, reason
+        return None
+
+
+def session_age_exceeded(ctx: SignInContext) -> bool:
+    if ctx.max_age is None or ctx.session is None:
+        return False
+    return epoch(utcnow()) - epoch(ctx.session.auth_time) > ctx.max_age
+
+
+def load_context(pending: PendingAuthorization, session: SsoSession | None) -> SignInContext:
+    client = db.session.scalar(db.select(Client).filter_by(client_id=pending.client_id))
+    return SignInContext(pending=pending, client=client, session=session)

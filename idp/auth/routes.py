@@ -1,0 +1,128 @@
+"""The core's hosted pages: sign-in (password), consent and terms."""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
+from flask import Blueprint, redirect, render_template
+
+from idp import audit
+from idp.auth.forms import ConsentForm, LoginForm, TermsForm
+from idp.auth.sessions import current_session, record_authentication
+from idp.auth.steps import CONSENT_SCOPES
+from idp.extensions import db
+from idp.models import Client, Consent, TermsAcceptance, User
+from idp.oauth.authorize import deny, load_pending, resume_url
+from idp.passwords import hash_password, needs_rehash, verify_password
+from idp.security import digest
+from idp.timeutil import utcnow
+
+bp = Blueprint("auth", __name__)
+
+PASSWORD_EVENT = {"method": "pwd", "amr": ["pwd"], "factor": "password"}
+LOGIN_FAILED = "The user name or password you entered is incorrect."
+
+
+def _client(pending) -> Client:
+    return db.session.scalar(db.select(Client).filter_by(client_id=pending.client_id))
+
+
+@bp.route("/signin/<pending_id>", methods=["GET", "POST"])
+def login(pending_id: str):
+    pending = load_pending(pending_id)
+    client = _client(pending)
+    form = LoginForm()
+    if not form.is_submitted() and pending.params.get("login_hint"):
+        form.username.data = pending.params["login_hint"][:150]
+    error = None
+    if form.validate_on_submit():
+        user = db.session.scalar(db.select(User).filter_by(username=form.username.data))
+        # verify_password spends the same time for an unknown user as for a wrong password.
+        ok = verify_password(user.password_hash if user else None, form.password.data)
+        if ok and user is not None and not user.disabled:
+            if needs_rehash(user.password_hash):
+                user.password_hash = hash_password(form.password.data)
+            record_authentication(user, PASSWORD_EVENT)
+            pending.user_id, pending.login_at = user.id, utcnow()
+            audit.record("login_succeeded", user_id=user.id, client_id=client.client_id)
+            db.session.commit()
+            return redirect(resume_url(pending))
+        audit.record("login_failed", user_id=user.id if user else None,
+                     client_id=client.client_id)
+        db.session.commit()
+        error = LOGIN_FAILED
+    status = 200 if error is None and not form.errors else 400
+    return render_template("idp/login.html", form=form, client=client, error=error), status
+
+
+@bp.route("/consent/<pending_id>", methods=["GET", "POST"])
+def consent(pending_id: str):
+    pending = load_pending(pending_id)
+    client = _client(pending)
+    user_id = _session_user_id()
+    if user_id is None:
+        return redirect(resume_url(pending))
+    form = ConsentForm()
+    if form.validate_on_submit():
+        if form.deny.data:
+            return deny(pending, "consent_denied")
+        wanted = set(scope_to_list(pending.params.get("scope") or "")) & CONSENT_SCOPES
+        row = db.session.scalar(
+            db.select(Consent).filter_by(user_id=user_id, client_id=client.client_id)
+        )
+        if row is None:
+            row = Consent(user_id=user_id, client_id=client.client_id, scope="")
+            db.session.add(row)
+        row.scope = list_to_scope(sorted(set(scope_to_list(row.scope or "")) | wanted))
+        row.granted_at = utcnow()
+        pending.consent_given = True
+        audit.record("consent_granted", user_id=row.user_id, client_id=client.client_id,
+                     scope=row.scope)
+        db.session.commit()
+        return redirect(resume_url(pending))
+    scopes = scope_to_list(pending.params.get("scope") or "") or []
+    return render_template("idp/consent.html", form=form, client=client, scopes=scopes)
+
+
+def _session_user_id() -> int | None:
+    session = current_session()
+    return session.user_id if session else None
+
+
+@bp.route("/terms/<pending_id>", methods=["GET", "POST"])
+def terms(pending_id: str):
+    pending = load_pending(pending_id)
+    client = _client(pending)
+    user_id = _session_user_id()
+    if user_id is None:
+        return redirect(resume_url(pending))
+    form = TermsForm()
+    if form.validate_on_submit():
+        if form.decline.data:
+            return deny(pending, "terms_declined")
+        row = db.session.scalar(
+            db.select(TermsAcceptance).filter_by(user_id=user_id, client_id=client.client_id)
+        )
+        if row is None:
+            row = TermsAcceptance(user_id=user_id, client_id=client.client_id, terms_digest="")
+            db.session.add(row)
+        row.terms_digest = digest(client.terms_text or "")
+        row.accepted_at = utcnow()
+        audit.record("terms_accepted", user_id=user_id, client_id=client.client_id)
+        db.session.commit()
+        return redirect(resume_url(pending))
+    return render_template("idp/terms.html", form=form, client=client)
+
+
+@bp.get("/account/<topic>")
+def account_help(topic: str):
+    topics = {
+        "forgot-username": "Forgot your username?",
+        "forgot-password": "Forgot your password?",
+        "create": "Create New Account",
+    }
+    if topic not in topics:
+        from idp.errors import InteractionError
+
+        raise InteractionError("There is no page at this address.", title="Page not found",
+                               status=404)
+    return render_template("idp/account_help.html", title=topics[topic])

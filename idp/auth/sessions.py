@@ -1,0 +1,99 @@
+"""Single sign-on sessions.
+
+The browser's cookie (Flask's signed session) holds only two opaque random values: the
+SSO session secret (whose digest finds the session row) and a browser id that binds
+pending authorization requests to the browser that started them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app, g, session
+
+from idp import audit
+from idp.extensions import db
+from idp.models import SessionClient, SsoSession, User
+from idp.security import digest, random_token
+from idp.timeutil import epoch, utcnow
+
+COOKIE_SSO = "sso"
+COOKIE_BROWSER = "browser"
+
+
+def browser_id() -> str:
+    """This browser's random id, created on first use."""
+    if COOKIE_BROWSER not in session:
+        session[COOKIE_BROWSER] = random_token(24)
+        session.permanent = True
+    return session[COOKIE_BROWSER]
+
+
+def current_session() -> SsoSession | None:
+    """The live SSO session of this browser, if any (one query per request)."""
+    if "idp_sso" in g:
+        return g.idp_sso
+    found = None
+    secret = session.get(COOKIE_SSO)
+    if isinstance(secret, str):
+        row = db.session.scalar(db.select(SsoSession).filter_by(secret_digest=digest(secret)))
+        if row is not None and row.is_live:
+            found = row
+    g.idp_sso = found
+    return found
+
+
+def _set_secret(row: SsoSession) -> None:
+    secret = random_token(32)
+    row.secret_digest = digest(secret)
+    session[COOKIE_SSO] = secret
+    session.permanent = True
+    g.idp_sso = row
+
+
+def record_authentication(user: User, event: dict) -> SsoSession:
+    """Add an authentication event for ``user`` to this browser's session.
+
+    Starts a new session when there is none or it belongs to someone else. The cookie
+    secret rotates every time, so a secret seen before the sign-in is worthless after it.
+    """
+    now = utcnow()
+    event = {**event, "at": epoch(now)}
+    row = current_session()
+    if row is not None and row.user_id != user.id:
+        end_session(row, reason="other_user_signed_in")
+        row = None
+    if row is None:
+        lifetime = timedelta(seconds=current_app.config["IDP_SESSION_LIFETIME"])
+        row = SsoSession(user_id=user.id, events=[], auth_time=now, expires_at=now + lifetime,
+                         secret_digest="")
+        db.session.add(row)
+    events = [e for e in (row.events or []) if e.get("method") != event.get("method")]
+    row.events = events + [event]
+    if event.get("method") == "pwd":
+        row.auth_time = now
+    _set_secret(row)
+    return row
+
+
+def note_client(row: SsoSession, client_id: str) -> None:
+    """Remember that ``client_id`` took part in the session (for logout)."""
+    exists = db.session.scalar(
+        db.select(SessionClient.id).filter_by(session_id=row.id, client_id=client_id)
+    )
+    if exists is None:
+        db.session.add(SessionClient(session_id=row.id, client_id=client_id))
+
+
+def end_session(row: SsoSession, reason: str) -> list[str]:
+    """End a session; returns the client ids to notify by back-channel logout."""
+    row.ended_at = utcnow()
+    audit.record("session_ended", user_id=row.user_id, reason=reason, sid=row.sid)
+    if session.get(COOKIE_SSO) and g.get("idp_sso") is row:
+        session.pop(COOKIE_SSO, None)
+        g.idp_sso = None
+    clients = list(db.session.scalars(
+        db.select(SessionClient.client_id).filter_by(session_id=row.id)
+    ))
+    g.setdefault("idp_logouts", []).append((row.sid, row.user_id, clients))
+    return clients

@@ -1,0 +1,389 @@
+"""The ``idp`` command: Flask's CLI with the admin commands (clients, users, keys, demo)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from idp.extensions import db
+from idp.models import AUTH_METHODS, GRANT_TYPES, Client, SigningKey, User
+from idp.plugins import PluginRegistry
+from idp.security import digest, random_token
+
+DEFAULT_SCOPE = "openid profile email phone offline_access"
+
+
+def main() -> None:
+    from idp import create_app
+
+    FlaskGroup(create_app=lambda: create_app(), help="Administer the identity provider.")(
+        prog_name="idp"
+    )
+
+
+# --- clients ----------------------------------------------------------------------------
+
+
+def _check_uri(uri: str, what: str) -> str:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        raise click.BadParameter(f"{what} must be an absolute http(s) URI without a fragment: "
+                                 f"{uri!r}")
+    return uri
+
+
+def client_to_dict(client: Client, registry: PluginRegistry) -> dict:
+    data = {
+        "client_id": client.client_id,
+        "name": client.name,
+        "display_name": client.display_name,
+        "description": client.description,
+        "token_endpoint_auth_method": client.auth_method,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "grant_types": client.grant_types,
+        "scope": client.scope,
+        "require_pkce": client.require_pkce or client.is_public,
+        "jwks_uri": client.jwks_uri,
+        "jwks": client.jwks,
+        "terms": bool(client.terms_text),
+        "help_contact": client.help_contact,
+    }
+    for setting in registry.client_settings:
+        data[setting.name] = (client.settings or {}).get(setting.name, setting.default)
+    return data
+
+
+def _client_options(creating: bool):
+    def decorate(func):
+        options = [
+            click.option("--name", required=creating, help="Internal name of the client."),
+            click.option("--redirect-uri", "redirect_uris", multiple=True,
+                         help="Registered redirect URI (repeat for several)."),
+            click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True),
+            click.option("--backchannel-logout-uri"),
+            click.option("--auth-method", type=click.Choice(AUTH_METHODS),
+                         default="client_secret_basic" if creating else None),
+            click.option("--jwks-uri"),
+            click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False)),
+            click.option("--grant-type", "grant_types", multiple=True,
+                         type=click.Choice(GRANT_TYPES)),
+            click.option("--scope", default=DEFAULT_SCOPE if creating else None),
+            click.option("--require-pkce/--no-require-pkce", default=None),
+            click.option("--display-name"),
+            click.option("--description"),
+            click.option("--terms-file", type=click.Path(exists=True, dir_okay=False)),
+            click.option("--help-contact"),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON (the default)."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _apply_client_options(client: Client, params: dict, registry: PluginRegistry,
+                          creating: bool) -> None:
+    simple = {"name": "name", "backchannel_logout_uri": "backchannel_logout_uri",
+              "auth_method": "auth_method", "jwks_uri": "jwks_uri", "scope": "scope",
+              "require_pkce": "require_pkce", "display_name": "display_name",
+              "description": "description", "help_contact": "help_contact"}
+    for param, attr in simple.items():
+        if params.get(param) is not None:
+            setattr(client, attr, params[param])
+    if params.get("redirect_uris"):
+        client.redirect_uris = [_check_uri(u, "--redirect-uri") for u in params["redirect_uris"]]
+    if params.get("post_logout_uris"):
+        client.post_logout_redirect_uris = [
+            _check_uri(u, "--post-logout-redirect-uri") for u in params["post_logout_uris"]
+        ]
+    if params.get("backchannel_logout_uri"):
+        _check_uri(params["backchannel_logout_uri"], "--backchannel-logout-uri")
+    if params.get("jwks_uri"):
+        _check_uri(params["jwks_uri"], "--jwks-uri")
+    if params.get("jwks_file"):
+        try:
+            jwks = json.loads(Path(params["jwks_file"]).read_text())
+            if not isinstance(jwks.get("keys"), list):
+                raise ValueError
+        except (ValueError, AttributeError):
+            raise click.BadParameter("--jwks-file must hold a JSON Web Key Set") from None
+        client.jwks = jwks
+    if params.get("grant_types"):
+        client.grant_types = list(dict.fromkeys(params["grant_types"]))
+    elif creating:
+        client.grant_types = ["authorization_code", "refresh_token"]
+    if params.get("terms_file"):
+        client.terms_text = Path(params["terms_file"]).read_text()
+    settings = dict(client.settings or {})
+    for setting in registry.client_settings:
+        setting.apply(settings, params)
+        if creating and setting.name not in settings:
+            settings[setting.name] = setting.default
+    client.settings = settings
+    _check_client(client)
+
+
+def _check_client(client: Client) -> None:
+    if "authorization_code" in client.grant_types and not client.redirect_uris:
+        raise click.UsageError("A client using authorization_code needs --redirect-uri.")
+    if client.auth_method == "private_key_jwt" and not (client.jwks or client.jwks_uri):
+        raise click.UsageError("private_key_jwt needs --jwks-uri or --jwks-file.")
+    if client.is_public and "client_credentials" in client.grant_types:
+        raise click.UsageError("A public client (--auth-method none) cannot use "
+                               "client_credentials.")
+    unknown = set(client.scope.split()) - {"openid", "profile", "email", "phone",
+                                            "offline_access"}
+    if unknown:
+        raise click.UsageError(f"Unknown scope: {' '.join(sorted(unknown))}.")
+
+
+def _issue_secret(client: Client) -> str | None:
+    if client.auth_method in ("client_secret_basic", "client_secret_post"):
+        secret = random_token(32)  # 256 bits
+        client.client_secret_digest = digest(secret)
+        return secret
+    client.client_secret_digest = None
+    return None
+
+
+def _find_client(client_id: str) -> Client:
+    client = db.session.scalar(db.select(Client).filter_by(client_id=client_id))
+    if client is None:
+        raise click.ClickException(f"No client with id {client_id!r}.")
+    return client
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def build_clients_group(registry: PluginRegistry) -> click.Group:
+    @click.group("clients", help="Register and configure relying parties.")
+    def clients():
+        pass
+
+    def add_plugin_options(func):
+        for setting in registry.client_settings:
+            for option in setting.options:
+                func.params.append(option)
+        return func
+
+    @clients.command("create")
+    @_client_options(creating=True)
+    @click.option("--client-id", help="Use this client id instead of a random one.")
+    @with_appcontext
+    def create(**params):
+        """Register a client; prints it as JSON, with its secret (shown only this once)."""
+        client_id = params.get("client_id") or random_token(16)
+        if db.session.scalar(db.select(Client.id).filter_by(client_id=client_id)):
+            raise click.ClickException(f"A client with id {client_id!r} exists already.")
+        client = Client(client_id=client_id, redirect_uris=[], post_logout_redirect_uris=[],
+                        settings={})
+        _apply_client_options(client, params, registry, creating=True)
+        secret = _issue_secret(client)
+        db.session.add(client)
+        db.session.commit()
+        data = client_to_dict(client, registry)
+        if secret:
+            data["client_secret"] = secret
+        _echo_json(data)
+
+    add_plugin_options(create)
+
+    @clients.command("update")
+    @click.argument("client_id")
+    @_client_options(creating=False)
+    @with_appcontext
+    def update(client_id, **params):
+        """Change a client's settings (only the options given)."""
+        client = _find_client(client_id)
+        old_method = client.auth_method
+        _apply_client_options(client, params, registry, creating=False)
+        secret = None
+        if client.auth_method != old_method:
+            secret = _issue_secret(client)
+        db.session.commit()
+        data = client_to_dict(client, registry)
+        if secret:
+            data["client_secret"] = secret
+        _echo_json(data)
+
+    add_plugin_options(update)
+
+    @clients.command("list")
+    @with_appcontext
+    def list_clients():
+        """List clients as JSON."""
+        rows = db.session.scalars(db.select(Client).order_by(Client.id))
+        _echo_json([client_to_dict(c, registry) for c in rows])
+
+    @clients.command("show")
+    @click.argument("client_id")
+    @with_appcontext
+    def show(client_id):
+        """Show one client as JSON."""
+        _echo_json(client_to_dict(_find_client(client_id), registry))
+
+    @clients.command("delete")
+    @click.argument("client_id")
+    @with_appcontext
+    def delete(client_id):
+        """Delete a client and revoke its tokens."""
+        from idp.models import Token
+        from idp.timeutil import utcnow
+
+        client = _find_client(client_id)
+        db.session.execute(
+            db.update(Token).where(Token.client_id == client_id, Token.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        db.session.delete(client)
+        db.session.commit()
+        click.echo(f"Deleted client {client_id}.")
+
+    @clients.command("rotate-secret")
+    @click.argument("client_id")
+    @with_appcontext
+    def rotate_secret(client_id):
+        """Issue a new client secret; the old one stops working at once."""
+        client = _find_client(client_id)
+        secret = _issue_secret(client)
+        if secret is None:
+            raise click.ClickException(f"Client {client_id!r} does not use a client secret.")
+        db.session.commit()
+        _echo_json({"client_id": client_id, "client_secret": secret})
+
+    return clients
+
+
+# --- users ------------------------------------------------------------------------------
+
+
+@click.group("users", help="Create and list accounts.")
+def users():
+    pass
+
+
+def create_user(username: str, email: str, password: str, phone: str | None = None,
+                created_at: datetime | None = None, name: str | None = None) -> User:
+    from idp.passwords import hash_password
+    from idp.timeutil import utcnow
+
+    user = User(username=username, email=email, phone=phone, name=name,
+                password_hash=hash_password(password), created_at=created_at or utcnow())
+    db.session.add(user)
+    return user
+
+
+@users.command("create")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--phone")
+@click.option("--name")
+@click.option("--created-at", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Account creation date (YYYY-MM-DD), for accounts moved from elsewhere.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def users_create(username, email, phone, name, created_at, password_stdin):
+    """Create an account; prints a random password when none is given."""
+    if not username or len(username) > 150 or username != username.strip():
+        raise click.BadParameter("the user name must be 1-150 characters without outer spaces",
+                                 param_hint="--username")
+    if "@" not in email or len(email) > 320:
+        raise click.BadParameter("not an email address", param_hint="--email")
+    if db.session.scalar(db.select(User.id).filter_by(username=username)):
+        raise click.ClickException(f"The user name {username!r} is taken.")
+    generated = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        if len(password) < 8:
+            raise click.ClickException("The password must have at least 8 characters.")
+    else:
+        password = generated = secrets.token_urlsafe(12)
+    user = create_user(username, email, password, phone=phone, created_at=created_at, name=name)
+    db.session.commit()
+    out = {"username": user.username, "sub": user.sub, "email": user.email,
+           "created_at": user.created_at.isoformat()}
+    if generated:
+        out["password"] = generated
+    _echo_json(out)
+
+
+@users.command("list")
+@with_appcontext
+def users_list():
+    """List accounts (user name, email, creation date)."""
+    for user in db.session.scalars(db.select(User).order_by(User.id)):
+        click.echo(f"{user.username}\t{user.email}\t{user.created_at:%Y-%m-%d}\t{user.sub}")
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+@click.group("keys", help="Manage the ID token signing keys.")
+def keys_group():
+    pass
+
+
+@keys_group.command("rotate")
+@with_appcontext
+def keys_rotate():
+    """Start signing with a new key; the old one stays published until its tokens expire."""
+    from idp.oauth import keys
+
+    key = keys.rotate()
+    click.echo(f"New signing key {key.kid}.")
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list():
+    """List signing keys and whether they are published."""
+    from idp.oauth import keys
+
+    published = {k.kid for k in keys.published_keys()}
+    for key in db.session.scalars(db.select(SigningKey).order_by(SigningKey.id)):
+        status = "active" if key.active else ("published" if key.kid in published else "retired")
+        click.echo(f"{key.kid}\t{key.alg}\t{status}\t{key.created_at:%Y-%m-%d %H:%M}")
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@click.group("demo", help="Demo data for the embedded setup.")
+def demo():
+    pass
+
+
+@demo.command("seed")
+@with_appcontext
+def demo_seed():
+    """Register the demo applications and users, only when the database is empty."""
+    from idp.demo import seed
+
+    registry = current_app.extensions["idp.registry"]
+    result = seed(registry)
+    if result is None:
+        click.echo("The database already has data: demo seed skipped.")
+        return
+    click.echo(result)
+
+
+def init_app(app, registry: PluginRegistry) -> None:
+    app.cli.add_command(build_clients_group(registry))
+    app.cli.add_command(users)
+    app.cli.add_command(keys_group)
+    app.cli.add_command(demo)
+    for group in registry.cli_groups:
+        app.cli.add_command(group)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
+from sqlalchemy import JSON, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from idp.extensions import db
+from idp.security import digest_matches
+from idp.timeutil import utcnow
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+
+
+class Client(db.Model, ClientMixin):
+    """A registered relying party, with its protocol settings, branding and policy.
+
+    ``settings`` holds values contributed by plugins (for example the MFA policy); the
+    core stores them without interpreting them.
+    """
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_secret_digest: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
+    redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    grant_types: Mapped[list] = mapped_column(JSON, default=list)
+    scope: Mapped[str] = mapped_column(String(500), default="openid profile email phone")
+    require_pkce: Mapped[bool] = mapped_column(default=False)
+    jwks: Mapped[dict | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    terms_text: Mapped[str | None] = mapped_column(Text)
+    help_contact: Mapped[str | None] = mapped_column(String(500))
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # --- Authlib ClientMixin -------------------------------------------------
+
+    @property
+    def is_public(self) -> bool:
+        return self.auth_method == "none"
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        return {"post_logout_redirect_uris": list(self.post_logout_redirect_uris or [])}
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # OpenID Connect requires redirect_uri in every request: no default.
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(scope_to_list(self.scope))
+        return list_to_scope([s for s in scope_to_list(scope) if s in allowed])
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # Exact string comparison, no normalisation, no prefix matching.
+        return redirect_uri in (self.redirect_uris or [])
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return digest_matches(client_secret, self.client_secret_digest)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # A client authenticates only with the method it was registered with.
+        return method == self.auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in (self.grant_types or [])
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in (self.grant_types or [])

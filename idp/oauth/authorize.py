@@ -1,0 +1,286 @@
+"""The authorization endpoint: validate the request, run the sign-in pipeline, answer.
+
+Errors before the redirect URI is known to be registered are shown on an error page and
+never redirected. Every answer sent to the redirect URI (success or error, ``query`` or
+``form_post``) carries ``iss`` (RFC 9207) and echoes ``state`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from flask import current_app, redirect, render_template, request, url_for
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from idp import audit
+from idp.auth.acr import AcrLadder, amr_for
+from idp.auth.pipeline import AcrRequest, Pipeline, load_context
+from idp.auth.sessions import browser_id, current_session, note_client
+from idp.errors import InteractionError
+from idp.extensions import db
+from idp.models import PendingAuthorization
+from idp.oauth import keys
+from idp.oauth.server import issuer, query_client, server
+from idp.security import digest, random_token
+from idp.timeutil import epoch, utcnow
+
+RESPONSE_MODES = {"query", "form_post"}
+PROMPTS = {"none", "login", "consent", "select_account"}
+MAX_PARAM_LENGTH = 4096
+
+
+class AuthorizationError(Exception):
+    """An error to send back to the client's (already validated) redirect URI."""
+
+    def __init__(self, error: str, description: str = ""):
+        super().__init__(description or error)
+        self.error, self.description = error, description
+
+
+def pipeline() -> Pipeline:
+    return current_app.extensions["idp.pipeline"]
+
+
+def ladder() -> AcrLadder:
+    return current_app.extensions["idp.acr_ladder"]
+
+
+# --- responses ------------------------------------------------------------------------
+
+
+def respond(redirect_uri: str, response_mode: str, params: list[tuple[str, str]]):
+    """Send parameters to the client in the requested response mode, with ``iss``."""
+    params = [*params, ("iss", issuer())]
+    if response_mode == "form_post":
+        html = render_template("idp/form_post.html", action=redirect_uri, params=params)
+        return current_app.response_class(html, headers={"Cache-Control": "no-store"})
+    parts = urlsplit(redirect_uri)
+    query = parts.query + ("&" if parts.query else "") + urlencode(params)
+    response = redirect(urlunsplit(parts._replace(query=query)), code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def respond_error(params: dict, error: str, description: str = ""):
+    out = [("error", error)]
+    if description:
+        out.append(("error_description", description))
+    if params.get("state") is not None:
+        out.append(("state", params["state"]))
+    mode = params.get("response_mode")
+    return respond(params["redirect_uri"], mode if mode in RESPONSE_MODES else "query", out)
+
+
+# --- the request ----------------------------------------------------------------------
+
+
+def _single_values() -> tuple[dict[str, str], set[str]]:
+    source = request.form if request.method == "POST" else request.args
+    values, duplicated = {}, set()
+    for key in source:
+        all_values = source.getlist(key)
+        if len(all_values) > 1:
+            duplicated.add(key)
+        values[key] = all_values[0]
+    return values, duplicated
+
+
+def _check_client_and_redirect(params: dict, duplicated: set[str]):
+    """Errors that must not redirect: they are shown to the user instead."""
+    if "client_id" in duplicated or "redirect_uri" in duplicated:
+        raise InteractionError("The sign-in request is malformed (a parameter is repeated).",
+                               title="Invalid sign-in request")
+    client = query_client(params.get("client_id"))
+    if client is None:
+        raise InteractionError(
+            "The application that sent you here is not registered with this sign-in service.",
+            title="Unknown application",
+        )
+    redirect_uri = params.get("redirect_uri")
+    if not redirect_uri or not client.check_redirect_uri(redirect_uri):
+        raise InteractionError(
+            f"{client.label} sent you here with a return address it has not registered, "
+            "so you cannot be sent back to it.",
+            title="Invalid return address",
+        )
+    return client
+
+
+def _validate_extras(params: dict, duplicated: set[str]) -> dict:
+    """Checks Authlib does not make; returns state for the pending request."""
+    if duplicated:
+        raise AuthorizationError("invalid_request",
+                                 f"Repeated parameter: {sorted(duplicated)[0]}.")
+    if "request" in params:
+        raise AuthorizationError("request_not_supported",
+                                 "Request objects are not supported.")
+    if "request_uri" in params:
+        raise AuthorizationError("request_uri_not_supported",
+                                 "request_uri is not supported.")
+    for key, value in params.items():
+        if len(key) > 100 or len(value) > MAX_PARAM_LENGTH:
+            raise AuthorizationError("invalid_request", f"Parameter {key[:40]} is too long.")
+    mode = params.get("response_mode")
+    if mode is not None and mode not in RESPONSE_MODES:
+        raise AuthorizationError("invalid_request", "Unsupported response_mode.")
+    prompts = set((params.get("prompt") or "").split())
+    if not prompts <= PROMPTS:
+        raise AuthorizationError("invalid_request", "Unknown prompt value.")
+    if "none" in prompts and len(prompts) > 1:
+        raise AuthorizationError("invalid_request", "prompt=none cannot be combined.")
+    max_age = params.get("max_age")
+    if max_age is not None and (not max_age.isdigit() or len(max_age) > 10):
+        raise AuthorizationError("invalid_request", "max_age must be a non-negative integer.")
+    if "claims" in params:
+        try:
+            claims = json.loads(params["claims"])
+            if not isinstance(claims, dict):
+                raise ValueError
+            AcrRequest.from_params(params)
+        except (ValueError, AttributeError, TypeError):
+            raise AuthorizationError("invalid_request",
+                                     "The claims parameter is not valid JSON.") from None
+    core_state = {}
+    hint = params.get("id_token_hint")
+    if hint:
+        core_state["id_token_hint_sub"] = _id_token_hint_subject(hint)
+    return core_state
+
+
+def _id_token_hint_subject(hint: str) -> str:
+    try:
+        token = jwt.decode(hint, keys.verification_keyset(), algorithms=["RS256"])
+    except (JoseError, ValueError, TypeError):
+        raise AuthorizationError("invalid_request",
+                                 "id_token_hint is not an ID token issued here.") from None
+    claims = token.claims
+    if claims.get("iss") != issuer() or not isinstance(claims.get("sub"), str):
+        raise AuthorizationError("invalid_request",
+                                 "id_token_hint is not an ID token issued here.")
+    return claims["sub"]
+
+
+def _authlib_grant(params: dict):
+    """Authlib's grant for these parameters, validated (response type, scope, PKCE…)."""
+    oauth_request = OAuth2Request("GET", issuer() + "/authorize")
+    oauth_request.payload = BasicOAuth2Payload(params)
+    grant = server.get_authorization_grant(oauth_request)
+    redirect_uri = grant.validate_authorization_request()
+    return grant, redirect_uri
+
+
+def start():
+    """Handle GET or POST /authorize."""
+    if request.method == "POST" and request.mimetype != "application/x-www-form-urlencoded":
+        raise InteractionError("The sign-in request must be sent as a form.",
+                               title="Invalid sign-in request")
+    params, duplicated = _single_values()
+    client = _check_client_and_redirect(params, duplicated)
+    try:
+        core_state = _validate_extras(params, duplicated)
+        _authlib_grant(params)
+    except AuthorizationError as exc:
+        return respond_error(params, exc.error, exc.description)
+    except OAuth2Error as exc:
+        return respond_error(params, exc.error, exc.description or "")
+    now = utcnow()
+    pending = PendingAuthorization(
+        id=random_token(24),
+        browser_digest=digest(browser_id()),
+        client_id=client.client_id,
+        params=params,
+        state={"core": core_state},
+        expires_at=now + timedelta(seconds=current_app.config["IDP_PENDING_LIFETIME"]),
+    )
+    db.session.add(pending)
+    return resume(pending)
+
+
+def load_pending(pending_id: str) -> PendingAuthorization:
+    """The pending request of this browser with that id, or an explanatory error page."""
+    pending = db.session.get(PendingAuthorization, pending_id) if len(pending_id) < 64 else None
+    if (
+        pending is None
+        or pending.completed_at is not None
+        or pending.expires_at <= utcnow()
+        or pending.browser_digest != digest(browser_id())
+    ):
+        raise InteractionError(
+            "This sign-in has expired or was finished already. Go back to the application "
+            "and sign in again.",
+            title="Sign-in expired",
+        )
+    return pending
+
+
+def resume_url(pending: PendingAuthorization) -> str:
+    return url_for("oauth.resume", pending_id=pending.id)
+
+
+def resume(pending: PendingAuthorization):
+    """Run the pipeline for a pending request: the next step, or the answer."""
+    session = current_session()
+    if pending.user_id is not None and (session is None or session.user_id != pending.user_id):
+        # The session changed under this request (signed out, or another user signed in
+        # in another tab): its earlier progress no longer counts.
+        pending.user_id, pending.login_at, pending.consent_given = None, None, False
+    ctx = load_context(pending, session)
+    prompt_none = "none" in ctx.prompts
+    found = pipeline().next_step(ctx)
+    if found is not None:
+        step, reason = found
+        audit.record("sign_in_step", user_id=ctx.user.id if ctx.user else None,
+                     client_id=pending.client_id, step=step.name, reason=reason)
+        if prompt_none:
+            pending.completed_at = utcnow()
+            db.session.commit()
+            return respond_error(pending.params, step.prompt_none_error,
+                                 f"User interaction is needed ({reason}).")
+        db.session.commit()
+        return redirect(url_for(step.endpoint, pending_id=pending.id))
+    return _finish(ctx)
+
+
+def _finish(ctx):
+    pending, session, client = ctx.pending, ctx.session, ctx.client
+    acr_request = ctx.acr_request
+    pending.completed_at = utcnow()
+    if acr_request.essential and not any(
+        ladder().is_met(v, session, client) for v in acr_request.essential
+    ):
+        audit.record("authorization_denied", user_id=session.user_id, client_id=client.client_id,
+                     reason="essential_acr_unmet")
+        db.session.commit()
+        return respond_error(pending.params, "unmet_authentication_requirements",
+                             "The requested authentication level cannot be met.")
+    try:
+        grant, redirect_uri = _authlib_grant(pending.params)
+    except OAuth2Error as exc:
+        db.session.commit()
+        return respond_error(pending.params, exc.error, exc.description or "")
+    sign_in = {
+        "auth_time": epoch(session.auth_time),
+        "acr": ladder().resolve(session, client, acr_request.all),
+        "amr": amr_for(session),
+        "sid": session.sid,
+    }
+    params = grant.issue_code(redirect_uri, session.user, sign_in)
+    note_client(session, client.client_id)
+    audit.record("authorization_granted", user_id=session.user_id, client_id=client.client_id,
+                 acr=sign_in["acr"], amr=sign_in["amr"])
+    db.session.commit()
+    return respond(redirect_uri, pending.params.get("response_mode") or "query", params)
+
+
+def deny(pending: PendingAuthorization, reason: str):
+    """The user declined (consent or terms): tell the client ``access_denied``."""
+    pending.completed_at = utcnow()
+    audit.record("authorization_denied", user_id=pending.user_id, client_id=pending.client_id,
+                 reason=reason)
+    db.session.commit()
+    return respond_error(pending.params, "access_denied", "The user declined.")

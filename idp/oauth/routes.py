@@ -1,0 +1,169 @@
+"""HTTP endpoints of the OpenID provider."""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import Blueprint, current_app, jsonify, render_template, request
+
+from idp.extensions import csrf, db
+from idp.models import AUTH_METHODS
+from idp.oauth import authorize as flow
+from idp.oauth import keys
+from idp.oauth.server import SCOPES_SUPPORTED, issuer, server
+
+bp = Blueprint("oauth", __name__)
+
+CLAIMS_SUPPORTED = [
+    "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash",
+    "preferred_username", "name", "updated_at", "email", "email_verified", "phone_number",
+    "phone_number_verified",
+]
+
+
+def discovery_document() -> dict:
+    base = issuer()
+    ladder = current_app.extensions["idp.acr_ladder"]
+    return {
+        "issuer": base,
+        "authorization_endpoint": base + "/authorize",
+        "token_endpoint": base + "/token",
+        "userinfo_endpoint": base + "/userinfo",
+        "jwks_uri": base + "/jwks.json",
+        "revocation_endpoint": base + "/revoke",
+        "introspection_endpoint": base + "/introspect",
+        "end_session_endpoint": base + "/logout",
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256"],
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint_auth_methods_supported": [m for m in AUTH_METHODS
+                                                          if m != "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": CLAIMS_SUPPORTED,
+        "claims_parameter_supported": True,
+        "claim_types_supported": ["normal"],
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "require_request_uri_registration": False,
+        "acr_values_supported": ladder.values(),
+        "prompt_values_supported": ["none", "login", "consent"],
+        "display_values_supported": ["page"],
+        "ui_locales_supported": ["en"],
+        "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+    }
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery():
+    doc = current_app.extensions.get("idp.discovery")
+    if doc is None:
+        doc = current_app.extensions["idp.discovery"] = discovery_document()
+    response = jsonify(doc)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.get("/jwks.json")
+def jwks():
+    response = jsonify(keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=60"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+@csrf.exempt
+def authorize():
+    return flow.start()
+
+
+@bp.get("/authorize/resume/<pending_id>")
+def resume(pending_id: str):
+    return flow.resume(flow.load_pending(pending_id))
+
+
+def _no_store(response):
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post("/token")
+@csrf.exempt
+def token():
+    response = server.create_token_response()
+    if response.status_code == 200:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return _no_store(response)
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo():
+    return _no_store(server.create_endpoint_response("userinfo"))
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke():
+    return _no_store(server.create_endpoint_response("revocation"))
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect():
+    return _no_store(server.create_endpoint_response("introspection"))
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+@csrf.exempt
+def logout():
+    from idp.auth.sessions import current_session
+    from idp.oauth.logout import send_pending_logouts
+
+    params = request.form if request.method == "POST" else request.args
+    try:
+        end_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as exc:
+        return render_template(
+            "idp/error.html", title="Sign-out request not valid",
+            message=(exc.description or "The sign-out request is not valid.")
+            + " You have not been signed out; close the browser to end your session.",
+        ), 400
+    session = current_session()
+    hint_matches = (
+        end_request.id_token_claims is not None
+        and session is not None
+        and end_request.id_token_claims.get("sub") == session.user.sub
+    )
+    confirmed = request.method == "POST" and params.get("confirm") == "1"
+    if confirmed:
+        from flask_wtf.csrf import validate_csrf
+        from wtforms import ValidationError
+
+        try:
+            validate_csrf(params.get("csrf_token"))
+        except ValidationError:
+            return render_template(
+                "idp/error.html", title="Page expired",
+                message="The sign-out page was open too long. Go back and try again.",
+            ), 400
+    if session is not None and not hint_matches and not confirmed:
+        return render_template("idp/logout_confirm.html", params=params,
+                               client=end_request.client)
+    response = server.create_endpoint_response("end_session", end_request)
+    send_pending_logouts()
+    if response is None:
+        return render_template("idp/logged_out.html", client=end_request.client)
+    return response

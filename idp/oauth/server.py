@@ -1,0 +1,485 @@
+"""The authorization server: Authlib's framework with our storage and our stricter rules.
+
+Where Authlib is more lenient than we want, the gap is closed here:
+- PKCE accepts only S256, and is required for public clients and flagged clients;
+- used codes are kept (marked used), so a replayed code revokes what it issued;
+- refresh tokens rotate atomically and reuse revokes the whole family;
+- every secret (code, access token, refresh token) is stored as a SHA-256 digest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from datetime import timedelta
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
+    InvalidRequestError,
+    grants,
+    scope_to_list,
+)
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from authlib.oidc.core import UserInfoEndpoint as _UserInfoEndpoint
+from authlib.oidc.core import grants as oidc_grants
+from flask import current_app, g
+from joserfc.jwk import KeySet
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit
+from idp.extensions import db
+from idp.models import AUTH_METHODS, AuthorizationCode, Client, Token, UsedClientAssertion, User
+from idp.oauth import keys
+from idp.oauth.claims import user_claims
+from idp.security import digest, random_token
+from idp.timeutil import epoch, from_epoch, utcnow
+
+log = logging.getLogger(__name__)
+
+SECRET_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
+
+
+def issuer() -> str:
+    return current_app.config["IDP_ISSUER"].rstrip("/")
+
+
+def query_client(client_id) -> Client | None:
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        return None
+    return db.session.scalar(db.select(Client).filter_by(client_id=client_id))
+
+
+def save_token(token: dict, request) -> None:
+    """Store a newly issued token (digests only), in the token request's transaction."""
+    now = utcnow()
+    config = current_app.config
+    code = getattr(request, "authorization_code", None)
+    previous = getattr(request, "refresh_token", None)
+    source = code or previous
+    refresh = token.get("refresh_token")
+    row = Token(
+        client_id=request.client.get_client_id(),
+        user_id=request.user.id if request.user else None,
+        access_token_digest=digest(token["access_token"]),
+        refresh_token_digest=digest(refresh) if refresh else None,
+        token_type=token.get("token_type", "Bearer"),
+        scope=token.get("scope", ""),
+        family_id=previous.family_id if previous else random_token(16),
+        code_id=code.id if code else (previous.code_id if previous else None),
+        sid=source.sid if source else None,
+        auth_time=source.auth_time if source else None,
+        acr=source.acr if source else None,
+        amr=list(source.amr or []) if source else None,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=token["expires_in"]),
+        refresh_expires_at=(
+            now + timedelta(seconds=config["IDP_REFRESH_TOKEN_LIFETIME"]) if refresh else None
+        ),
+    )
+    db.session.add(row)
+
+
+def revoke_family(family_ids: list[str], reason: str, client_id: str | None = None) -> int:
+    """Revoke every token of the given families; commits, so the revocation survives errors."""
+    if not family_ids:
+        return 0
+    result = db.session.execute(
+        update(Token)
+        .where(Token.family_id.in_(family_ids), Token.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    audit.record("tokens_revoked", client_id=client_id, reason=reason, count=result.rowcount)
+    db.session.commit()
+    return result.rowcount
+
+
+def revoke_tokens_of_code(code: AuthorizationCode) -> None:
+    db.session.rollback()
+    families = list(db.session.scalars(
+        db.select(Token.family_id).filter_by(code_id=code.id).distinct()
+    ))
+    revoke_family(families, "authorization_code_replayed", code.client_id)
+
+
+# --- grants ---------------------------------------------------------------------------
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def issue_code(self, redirect_uri: str, user: User, sign_in: dict) -> list[tuple[str, str]]:
+        """Create and store a code for ``user``; return the response parameters."""
+        self.request.user = user
+        code = self.generate_authorization_code()
+        self.save_authorization_code(code, self.request, sign_in)
+        params = [("code", code)]
+        if self.request.payload.state is not None:
+            params.append(("state", self.request.payload.state))
+        return params
+
+    def save_authorization_code(self, code, request, sign_in=None):
+        sign_in = sign_in or {}
+        data = request.payload.data
+        lifetime = timedelta(seconds=current_app.config["IDP_CODE_LIFETIME"])
+        db.session.add(AuthorizationCode(
+            code_digest=digest(code),
+            client_id=request.client.get_client_id(),
+            user_id=request.user.id,
+            redirect_uri=request.payload.redirect_uri,
+            scope=request.scope or "",
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            auth_time=sign_in.get("auth_time") or epoch(utcnow()),
+            acr=sign_in.get("acr"),
+            amr=sign_in.get("amr") or [],
+            sid=sign_in.get("sid"),
+            claims=sign_in.get("claims"),
+            expires_at=utcnow() + lifetime,
+        ))
+
+    def query_authorization_code(self, code, client):
+        if not isinstance(code, str) or len(code) > 200:
+            return None
+        row = db.session.scalar(
+            db.select(AuthorizationCode).filter_by(
+                code_digest=digest(code), client_id=client.get_client_id()
+            )
+        )
+        if row is None:
+            return None
+        if row.used_at is not None:
+            revoke_tokens_of_code(row)
+            raise InvalidGrantError("The authorization code was already used.")
+        if row.is_expired():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code):
+        # Mark the code used atomically: of two concurrent redemptions only one wins.
+        result = db.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == authorization_code.id,
+                   AuthorizationCode.used_at.is_(None))
+            .values(used_at=utcnow())
+        )
+        if result.rowcount != 1:
+            revoke_tokens_of_code(authorization_code)
+            raise InvalidGrantError("The authorization code was already used.")
+
+    def authenticate_user(self, authorization_code):
+        user = db.session.get(User, authorization_code.user_id)
+        return None if user is None or user.disabled else user
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
+                       include_refresh_token=True):
+        # A refresh token is issued only for the consented offline_access scope.
+        include_refresh_token = include_refresh_token and "offline_access" in scope_to_list(
+            scope or ""
+        )
+        return super().generate_token(user=user, scope=scope, grant_type=grant_type,
+                                      expires_in=expires_in,
+                                      include_refresh_token=include_refresh_token)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        if not isinstance(refresh_token, str) or len(refresh_token) > 200:
+            return None
+        row = db.session.scalar(
+            db.select(Token).filter_by(refresh_token_digest=digest(refresh_token))
+        )
+        if row is None:
+            return None
+        if row.rotated_at is not None:
+            # An old refresh token came back: someone holds a copy. End the whole family.
+            revoke_family([row.family_id], "refresh_token_reused", row.client_id)
+            return None
+        if row.revoked_at is not None or row.is_refresh_expired():
+            return None
+        return row
+
+    def authenticate_user(self, refresh_token):
+        user = refresh_token.user
+        return None if user is None or user.disabled else user
+
+    def revoke_old_credential(self, refresh_token):
+        result = db.session.execute(
+            update(Token)
+            .where(Token.id == refresh_token.id, Token.rotated_at.is_(None),
+                   Token.revoked_at.is_(None))
+            .values(rotated_at=utcnow())
+        )
+        if result.rowcount != 1:
+            db.session.rollback()
+            revoke_family([refresh_token.family_id], "refresh_token_reused",
+                          refresh_token.client_id)
+            raise InvalidGrantError("The refresh token was already used.")
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AUTH_METHODS
+
+
+# --- extensions -------------------------------------------------------------------------
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only; required for public clients and clients flagged for it."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        client = grant.request.client
+        challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
+        if not challenge and not method and (client.is_public or client.require_pkce):
+            raise InvalidRequestError("This client must use PKCE: send 'code_challenge'.")
+        if challenge and method != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be 'S256'.")
+        return super().validate_code_challenge(grant, redirect_uri)
+
+
+class OpenIDCode(oidc_grants.OpenIDCode):
+    """ID tokens for the code flow, with ``sid`` and the sign-in's acr/amr."""
+
+    def exists_nonce(self, nonce, request):
+        # The nonce protects the client; the code itself is single use.
+        return False
+
+    def _key(self):
+        if "idp_signing_key" not in g:
+            g.idp_signing_key = keys.active_key()
+        return g.idp_signing_key
+
+    def resolve_client_private_key(self, client):
+        from joserfc.jwk import RSAKey
+
+        return RSAKey.import_key(self._key().private_jwk)
+
+    def get_client_algorithm(self, client):
+        return "RS256"
+
+    def get_encode_header(self, client):
+        return {"alg": "RS256", "kid": self._key().kid, "typ": "JWT"}
+
+    def get_client_claims(self, client):
+        now = epoch(utcnow())
+        return {
+            "iss": issuer(),
+            "aud": client.get_client_id(),
+            "iat": now,
+            "exp": now + current_app.config["IDP_ID_TOKEN_LIFETIME"],
+        }
+
+    def get_authorization_code_claims(self, authorization_code):
+        claims = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
+        return claims
+
+    def generate_user_info(self, user, scope):
+        return user_claims(user, scope, for_id_token=True)
+
+
+# --- client authentication ------------------------------------------------------------
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """``private_key_jwt``: an assertion signed with a key from the client's JWKS."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self):
+        super().__init__(validate_jti=True)
+
+    def get_audiences(self):
+        return [issuer(), issuer() + "/token"]
+
+    def validate_jti(self, claims, jti):
+        if not isinstance(jti, str) or len(jti) > 200:
+            return False
+        leeway = timedelta(seconds=current_app.config["IDP_CLIENT_ASSERTION_LEEWAY"])
+        db.session.add(UsedClientAssertion(
+            client_id=str(claims["sub"]), jti=jti, expires_at=from_epoch(claims["exp"]) + leeway
+        ))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            return False
+        return True
+
+    def resolve_client_public_key(self, client):
+        if client.jwks:
+            return KeySet.import_key_set(client.jwks)
+        if client.jwks_uri:
+            with urllib.request.urlopen(client.jwks_uri, timeout=5) as resp:  # noqa: S310
+                return KeySet.import_key_set(json.loads(resp.read(1_000_000)))
+        return KeySet([])
+
+
+# --- resource endpoints ---------------------------------------------------------------
+
+
+class _TokenBearerValidator(BearerTokenValidator):
+    def authenticate_token(self, token_string):
+        if not token_string or len(token_string) > 200:
+            return None
+        return db.session.scalar(
+            db.select(Token).filter_by(access_token_digest=digest(token_string))
+        )
+
+
+class BearerProtector(ResourceProtector):
+    """Accepts the bearer token in the Authorization header or, for POST, in the form body."""
+
+    def parse_request_authorization(self, request):
+        from flask import request as flask_request
+
+        header = request.headers.get("Authorization")
+        body_token = None
+        if flask_request.method == "POST" and flask_request.mimetype == (
+            "application/x-www-form-urlencoded"
+        ):
+            body_token = flask_request.form.get("access_token")
+        if header and body_token:
+            raise InvalidRequestError("Send the access token in one place only.")
+        if body_token and not header:
+            return self.get_token_validator("Bearer"), body_token
+        return super().parse_request_authorization(request)
+
+
+class UserInfoEndpoint(_UserInfoEndpoint):
+    def generate_user_info(self, user, scope):
+        return user_claims(user, scope)
+
+    def get_issuer(self):
+        return issuer()
+
+    def resolve_private_key(self):
+        return keys.signing_jwk()
+
+
+class _PresentedToken:
+    """A stored token seen through the string that was presented (access or refresh)."""
+
+    def __init__(self, row: Token, kind: str):
+        self.row, self.kind = row, kind
+
+    def check_client(self, client) -> bool:
+        return self.row.check_client(client)
+
+    def is_expired(self) -> bool:
+        if self.kind == "refresh_token":
+            return self.row.is_refresh_expired()
+        return self.row.is_expired()
+
+    def is_revoked(self) -> bool:
+        if self.kind == "refresh_token" and self.row.rotated_at is not None:
+            return True
+        return self.row.is_revoked()
+
+
+def _find_token(token_string, hint=None) -> _PresentedToken | None:
+    if not isinstance(token_string, str) or not token_string or len(token_string) > 200:
+        return None
+    value = digest(token_string)
+    row = db.session.scalar(db.select(Token).where(
+        or_(Token.access_token_digest == value, Token.refresh_token_digest == value)
+    ))
+    if row is None:
+        return None
+    kind = "access_token" if row.access_token_digest == value else "refresh_token"
+    return _PresentedToken(row, kind)
+
+
+class RevocationEndpoint(_RevocationEndpoint):
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def query_token(self, token_string, token_type_hint):
+        return _find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token, request):
+        row = token.row
+        if token.kind == "refresh_token":
+            # Revoking a refresh token ends the grant: every token of its family.
+            revoke_family([row.family_id], "refresh_token_revoked", row.client_id)
+        else:
+            row.revoked_at = row.revoked_at or utcnow()
+            audit.record("token_revoked", user_id=row.user_id, client_id=row.client_id)
+            db.session.commit()
+
+
+class IntrospectionEndpoint(_IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = SECRET_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        return _find_token(token_string, token_type_hint)
+
+    def check_permission(self, token, client, request):
+        # A client may introspect only the tokens issued to it.
+        return token.check_client(client)
+
+    def introspect_token(self, token):
+        row = token.row
+        expires = row.refresh_expires_at if token.kind == "refresh_token" else row.expires_at
+        payload = {
+            "active": True,
+            "client_id": row.client_id,
+            "token_type": "refresh_token" if token.kind == "refresh_token" else "Bearer",
+            "scope": row.scope,
+            "iss": issuer(),
+            "aud": row.client_id,
+            "iat": epoch(row.issued_at),
+            "exp": epoch(expires),
+        }
+        if row.user is not None:
+            payload["sub"] = row.user.sub
+            payload["username"] = row.user.username
+        if row.acr:
+            payload["acr"] = row.acr
+        if row.auth_time:
+            payload["auth_time"] = row.auth_time
+        return payload
+
+
+# --- assembly -------------------------------------------------------------------------
+
+server = AuthorizationServer()
+require_oauth = BearerProtector()
+
+
+def init_app(app) -> None:
+    lifetime = app.config["IDP_ACCESS_TOKEN_LIFETIME"]
+    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+    app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {
+        "authorization_code": lifetime,
+        "refresh_token": lifetime,
+        "client_credentials": lifetime,
+    })
+    app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", SCOPES_SUPPORTED)
+    server.init_app(app, query_client=query_client, save_token=save_token)
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True),
+                                                   OpenIDCode(require_nonce=False)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
+    server.register_endpoint(RevocationEndpoint)
+    server.register_endpoint(IntrospectionEndpoint)
+    require_oauth.register_token_validator(_TokenBearerValidator())
+    server.register_endpoint(UserInfoEndpoint(resource_protector=require_oauth))
+
+
+SCOPES_SUPPORTED = ["openid", "profile", "email", "phone", "offline_access"]

@@ -1,0 +1,102 @@
+"""The plugin interface.
+
+A plugin is an object with ``name``, ``default_config`` and ``init_app(app, registry)``.
+Plugins are listed by import path in ``IDP_PLUGINS`` (comma separated; the module's
+``plugin`` attribute is the plugin object). ``init_app`` receives a :class:`PluginRegistry`
+on which it registers what it contributes::
+
+    class MyPlugin:
+        name = "example"
+        default_config = {"IDP_EXAMPLE_GREETING": ("hello", str)}
+
+        def init_app(self, app, registry):
+            registry.add_blueprint(example_blueprint)
+            registry.add_step(ExampleStep())
+            registry.add_acr_level(AcrLevel("urn:example:acr:strong", rank=20, is_met=...))
+            registry.add_cli_group(example_cli)
+
+    plugin = MyPlugin()
+
+The core never imports a plugin by name: it only walks ``IDP_PLUGINS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import click
+from flask import Blueprint, Flask
+
+if TYPE_CHECKING:
+    from idp.auth.acr import AcrLevel
+    from idp.auth.pipeline import Step
+
+
+class Plugin(Protocol):
+    name: str
+    default_config: dict[str, tuple[Any, type]]
+
+    def init_app(self, app: Flask, registry: PluginRegistry) -> None: ...
+
+
+@dataclass
+class ClientSetting:
+    """A per-client option a plugin adds to ``idp clients create/update/show``.
+
+    ``options`` are click options; ``apply(settings, params)`` copies the parsed values
+    into the client's ``settings`` dict (leaving it alone for options not given).
+    """
+
+    name: str
+    options: list[click.Option]
+    apply: Callable[[dict, dict], None]
+    default: Any = None
+
+
+@dataclass
+class PluginRegistry:
+    """What plugins contribute to the application."""
+
+    plugins: list[Any] = field(default_factory=list)
+    blueprints: list[Blueprint] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    acr_levels: list[AcrLevel] = field(default_factory=list)
+    cli_groups: list[click.Command] = field(default_factory=list)
+    client_settings: list[ClientSetting] = field(default_factory=list)
+    claim_providers: list[Callable[[Any, str], dict]] = field(default_factory=list)
+
+    def add_blueprint(self, blueprint: Blueprint) -> None:
+        self.blueprints.append(blueprint)
+
+    def add_step(self, step: Step) -> None:
+        """Add a sign-in step; steps run in the order plugins add them, before Terms."""
+        self.steps.append(step)
+
+    def add_acr_level(self, level: AcrLevel) -> None:
+        self.acr_levels.append(level)
+
+    def add_cli_group(self, group: click.Command) -> None:
+        self.cli_groups.append(group)
+
+    def add_client_setting(self, setting: ClientSetting) -> None:
+        self.client_settings.append(setting)
+
+    def add_claims(self, provider: Callable[[Any, str], dict]) -> None:
+        """``provider(user, scope)`` returns extra userinfo/ID token claims."""
+        self.claim_providers.append(provider)
+
+
+def load_plugins(spec: str) -> list[Any]:
+    """Import every plugin named in ``IDP_PLUGINS``."""
+    plugins = []
+    for path in [p.strip() for p in spec.split(",") if p.strip()]:
+        module = importlib.import_module(path)
+        plugins.append(module.plugin)
+    return plugins
+
+
+def get_registry(app: Flask) -> PluginRegistry:
+    return app.extensions["idp.registry"]

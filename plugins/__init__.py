@@ -1,0 +1,1 @@
+"""Plugins of the identity provider (see ``idp.plugins`` for the interface)."""
