@@ -14,7 +14,7 @@ from idp.models import Client, User
 from idp.plugins import PluginRegistry
 from idp.security import digest, random_token
 
-DEMO_PASSWORD = "Demo-Password-1"
+DEMO_PASSWORD = "Demo-Password-1"  # noqa: S105 - published demo credential
 
 DEMO_APPS = [
     {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-ACR_PASSWORD = "urn:idp:acr:pwd"
+ACR_PASSWORD = "urn:idp:acr:pwd"  # noqa: S105 - a claim value, not a secret
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,227 @@
+"""Shared fixtures: an application on a migrated SQLite database, clients, users, and an
+actions helper that walks the sign-in as a browser would (forms with CSRF tokens)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import shutil
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from flask_migrate import upgrade
+
+from idp import create_app, passwords
+from idp.extensions import db
+from idp.models import Client, User
+from idp.security import digest
+
+ISSUER = "http://localhost"
+PASSWORD = "correct horse battery"
+
+# Cheap argon2id parameters keep the suite fast; production parameters are the library's.
+passwords.configure(time_cost=1, memory_cost=1024)
+
+
+def base_config(tmp_path, **overrides):
+    config = {
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "IDP_ISSUER": ISSUER,
+        "IDP_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "idp.db"),
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory):
+    """A database file with every migration applied, copied for each test."""
+    path = tmp_path_factory.mktemp("template")
+    app = create_app(base_config(path, IDP_PLUGINS=""))
+    with app.app_context():
+        upgrade()
+    return path / "idp.db"
+
+
+@pytest.fixture
+def app_config(tmp_path):
+    return {}
+
+
+@pytest.fixture
+def app(tmp_path, migrated_db, app_config):
+    shutil.copy(migrated_db, tmp_path / "idp.db")
+    application = create_app(base_config(tmp_path, **app_config))
+    with application.app_context():
+        yield application
+        db.session.remove()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def make_client(**kwargs) -> tuple[Client, str | None]:
+    """Register a client directly; returns it with its plain secret."""
+    secret = secrets.token_urlsafe(32)
+    auth_method = kwargs.pop("auth_method", "client_secret_basic")
+    values = dict(
+        client_id=kwargs.pop("client_id", "app-" + secrets.token_hex(4)),
+        name="Test App",
+        display_name="Test App",
+        description="An application used in tests.",
+        auth_method=auth_method,
+        client_secret_digest=digest(secret) if auth_method.startswith("client_secret") else None,
+        redirect_uris=["https://rp.example/cb"],
+        post_logout_redirect_uris=["https://rp.example/bye"],
+        grant_types=["authorization_code", "refresh_token"],
+        scope="openid profile email phone offline_access",
+        help_contact="help@rp.example",
+        settings={},
+    )
+    values.update(kwargs)
+    row = Client(**values)
+    db.session.add(row)
+    db.session.commit()
+    return row, (secret if row.client_secret_digest else None)
+
+
+def make_user(username="alice", password=PASSWORD, **kwargs) -> User:
+    from idp.cli import create_user
+
+    user = create_user(username, kwargs.pop("email", f"{username}@example.com"), password,
+                       **kwargs)
+    db.session.commit()
+    return user
+
+
+class FormParser(HTMLParser):
+    """Collects forms: action, method and the values of their inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": attrs.get("action"), "method": attrs.get("method"),
+                               "fields": {}})
+        elif tag in ("input", "button") and self.forms and attrs.get("name"):
+            if attrs.get("type") in ("checkbox", "radio") and "checked" not in attrs:
+                return
+            self.forms[-1]["fields"].setdefault(attrs["name"], attrs.get("value", ""))
+
+
+def forms(html: str) -> list[dict]:
+    parser = FormParser()
+    parser.feed(html)
+    return parser.forms
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.rstrip(b"=").decode()
+
+
+class OidcActions:
+    """Walks the sign-in like a browser and a relying party would."""
+
+    def __init__(self, http):
+        self.http = http
+        self.verifier = None
+
+    def authorize(self, rp: Client, pkce=True, **params):
+        query = {
+            "response_type": "code",
+            "client_id": rp.client_id,
+            "redirect_uri": rp.redirect_uris[0],
+            "scope": "openid profile email",
+            "state": "st-" + secrets.token_hex(4),
+            "nonce": "n-" + secrets.token_hex(4),
+        }
+        if pkce:
+            self.verifier, challenge = pkce_pair()
+            query.update(code_challenge=challenge, code_challenge_method="S256")
+        query.update(params)
+        query = {k: v for k, v in query.items() if v is not None}
+        self.last_params = query
+        return self.http.get("/authorize?" + urlencode(query))
+
+    def submit(self, response, data=None, button=None):
+        """Submit the page's first form with ``data`` over its fields."""
+        form = forms(response.get_data(as_text=True))[0]
+        fields = {k: v for k, v in form["fields"].items()
+                  if k not in ("submit", "allow", "deny", "agree", "decline")}
+        fields.update(data or {})
+        if button:
+            fields[button] = "1"
+        return self.http.post(form["action"] or response.request.path, data=fields)
+
+    def login(self, response, username="alice", password=PASSWORD):
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        page = self.http.get(response.headers["Location"])
+        assert "Log In" in page.get_data(as_text=True)
+        return self.submit(page, {"username": username, "password": password},
+                           button="submit")
+
+    def follow(self, response, limit=10):
+        """Follow redirects on the IdP until one leaves it (the client's redirect URI)."""
+        for _ in range(limit):
+            if response.status_code != 302:
+                return response
+            location = response.headers["Location"]
+            if not location.startswith("/") and not location.startswith(ISSUER):
+                return response
+            response = self.http.get(location)
+        raise AssertionError("too many redirects")
+
+    def callback_params(self, response) -> dict:
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+        return {k: v[0] for k, v in query.items()}
+
+    def sign_in(self, rp, username="alice", password=PASSWORD, **params) -> dict:
+        response = self.follow(self.login(self.authorize(rp, **params), username, password))
+        return self.callback_params(response)
+
+    def token(self, rp, secret, code, **extra):
+        data = {"grant_type": "authorization_code", "code": code,
+                "redirect_uri": rp.redirect_uris[0]}
+        if self.verifier:
+            data["code_verifier"] = self.verifier
+        data.update(extra)
+        return self.http.post("/token", data=data, headers=basic_auth(rp.client_id, secret))
+
+
+def basic_auth(client_id, secret) -> dict:
+    if secret is None:
+        return {}
+    raw = f"{client_id}:{secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+@pytest.fixture
+def oidc(client):
+    return OidcActions(client)
+
+
+@pytest.fixture
+def rp(app):
+    return make_client(client_id="rp-app")
+
+
+@pytest.fixture
+def alice(app):
+    return make_user("alice")
