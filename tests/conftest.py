@@ -176,9 +176,22 @@ class OidcActions:
         return self.submit(page, {"username": username, "password": password},
                            button="submit")
 
-    def follow(self, response, limit=10):
-        """Follow redirects on the IdP until one leaves it (the client's redirect URI)."""
+    # Pages the default sign-in answers by pressing a button: heading -> button name.
+    AUTO_ANSWERS = {"<h1>Allow access</h1>": "allow", "<h1>Terms and Conditions</h1>": "agree"}
+
+    def follow(self, response, limit=10, answer_pages=True):
+        """Follow redirects on the IdP until one leaves it (the client's redirect URI).
+
+        Consent and terms pages are accepted on the way unless ``answer_pages`` is False.
+        """
         for _ in range(limit):
+            if response.status_code == 200 and answer_pages:
+                html = response.get_data(as_text=True)
+                button = next((b for h, b in self.AUTO_ANSWERS.items() if h in html), None)
+                if button is None:
+                    return response
+                response = self.submit(response, button=button)
+                continue
             if response.status_code != 302:
                 return response
             location = response.headers["Location"]

@@ -32,6 +32,7 @@ from flask import current_app, g
 from joserfc.jwk import KeySet
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
+from werkzeug.local import LocalProxy
 
 from idp import audit
 from idp.extensions import db
@@ -457,11 +458,15 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
 
 # --- assembly -------------------------------------------------------------------------
 
-server = AuthorizationServer()
-require_oauth = BearerProtector()
+SCOPES_SUPPORTED = ["openid", "profile", "email", "phone", "offline_access"]
+
+# The application's authorization server (one per application, built by ``init_app``).
+server: AuthorizationServer = LocalProxy(lambda: current_app.extensions["idp.oauth_server"])
 
 
 def init_app(app) -> None:
+    from idp.oauth.logout import EndSessionEndpoint
+
     lifetime = app.config["IDP_ACCESS_TOKEN_LIFETIME"]
     app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {
@@ -470,16 +475,18 @@ def init_app(app) -> None:
         "client_credentials": lifetime,
     })
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", SCOPES_SUPPORTED)
-    server.init_app(app, query_client=query_client, save_token=save_token)
-    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True),
-                                                   OpenIDCode(require_nonce=False)])
-    server.register_grant(RefreshTokenGrant)
-    server.register_grant(ClientCredentialsGrant)
-    server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
-    server.register_endpoint(RevocationEndpoint)
-    server.register_endpoint(IntrospectionEndpoint)
-    require_oauth.register_token_validator(_TokenBearerValidator())
-    server.register_endpoint(UserInfoEndpoint(resource_protector=require_oauth))
-
-
-SCOPES_SUPPORTED = ["openid", "profile", "email", "phone", "offline_access"]
+    authorization_server = AuthorizationServer()
+    authorization_server.init_app(app, query_client=query_client, save_token=save_token)
+    authorization_server.register_grant(
+        AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
+    )
+    authorization_server.register_grant(RefreshTokenGrant)
+    authorization_server.register_grant(ClientCredentialsGrant)
+    authorization_server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
+    authorization_server.register_endpoint(RevocationEndpoint)
+    authorization_server.register_endpoint(IntrospectionEndpoint)
+    protector = BearerProtector()
+    protector.register_token_validator(_TokenBearerValidator())
+    authorization_server.register_endpoint(UserInfoEndpoint(resource_protector=protector))
+    authorization_server.register_endpoint(EndSessionEndpoint)
+    app.extensions["idp.oauth_server"] = authorization_server
