@@ -9,7 +9,8 @@ from typing import Any
 
 from flask import Flask
 
-ROOT = Path(__file__).resolve().parent.parent
+# Where templates/ and migrations/ live: the checkout, or IDP_HOME for an installed package.
+ROOT = Path(os.environ.get("IDP_HOME") or Path(__file__).resolve().parent.parent)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
