@@ -7,9 +7,6 @@ BIN := $(VENV)/bin
 # Defaults for the embedded setup; any IDP_* variable already set in the environment wins.
 export IDP_ENV ?= development
 export IDP_ISSUER ?= http://127.0.0.1:5000
-export IDP_DEV_OUTBOX ?= 1
-export IDP_MAIL_BACKEND ?= outbox
-export IDP_SMS_BACKEND ?= outbox
 IDP_PORT ?= 5000
 IDP_WORKERS ?= 2
 

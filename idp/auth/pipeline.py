@@ -92,14 +92,40 @@ class AcrRequest:
         essential: list[str] = []
         claims = params.get("claims")
         if claims:
-            acr = (json.loads(claims).get("id_token") or {}).get("acr") or {}
-            if isinstance(acr, dict):
-                values = acr.get("values") or ([acr["value"]] if "value" in acr else [])
-                if acr.get("essential"):
-                    essential = [v for v in values if isinstance(v, str)]
-                else:
-                    voluntary = voluntary + [v for v in values if isinstance(v, str)]
+            acr = _acr_claim_request(json.loads(claims))
+            values = acr.get("values") or ([acr["value"]] if "value" in acr else [])
+            if acr.get("essential"):
+                essential = list(values)
+            else:
+                voluntary = voluntary + [v for v in values if v not in voluntary]
         return cls(voluntary=voluntary, essential=essential)
+
+
+def _acr_claim_request(claims) -> dict:
+    """The ``acr`` member of the ``claims`` parameter's ``id_token`` object, checked
+    (OIDC Core 5.5.1); raises ``ValueError`` when it is malformed."""
+    if not isinstance(claims, dict):
+        raise ValueError("claims must be a JSON object")
+    id_token = claims.get("id_token")
+    if id_token is None:
+        return {}
+    if not isinstance(id_token, dict):
+        raise ValueError("claims.id_token must be an object")
+    acr = id_token.get("acr")
+    if acr is None:
+        return {}
+    if not isinstance(acr, dict):
+        raise ValueError("claims.id_token.acr must be null or an object")
+    if not isinstance(acr.get("essential", False), bool):
+        raise ValueError("essential must be a boolean")
+    if "value" in acr and not isinstance(acr["value"], str):
+        raise ValueError("value must be a string")
+    values = acr.get("values")
+    if values is not None and (
+        not isinstance(values, list) or not all(isinstance(v, str) for v in values)
+    ):
+        raise ValueError("values must be an array of strings")
+    return acr
 
 
 class Step:
@@ -143,7 +169,8 @@ class Pipeline:
 def session_age_exceeded(ctx: SignInContext) -> bool:
     if ctx.max_age is None or ctx.session is None:
         return False
-    return epoch(utcnow()) - epoch(ctx.session.auth_time) > ctx.max_age
+    # max_age=0 asks for a fresh authentication, like prompt=login (OIDC Core 3.1.2.1).
+    return ctx.max_age == 0 or epoch(utcnow()) - epoch(ctx.session.auth_time) > ctx.max_age
 
 
 def load_context(pending: PendingAuthorization, session: SsoSession | None) -> SignInContext:

@@ -35,7 +35,10 @@ def login(pending_id: str):
         form.username.data = pending.params["login_hint"][:150]
     error = None
     if form.validate_on_submit():
-        user = db.session.scalar(db.select(User).filter_by(username=form.username.data))
+        username = form.username.data
+        user = None if "\x00" in username else db.session.scalar(
+            db.select(User).filter_by(username=username)
+        )
         # verify_password spends the same time for an unknown user as for a wrong password.
         ok = verify_password(user.password_hash if user else None, form.password.data)
         if ok and user is not None and not user.disabled:

@@ -8,6 +8,7 @@ never redirected. Every answer sent to the redirect URI (success or error, ``que
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from idp.timeutil import epoch, utcnow
 RESPONSE_MODES = {"query", "form_post"}
 PROMPTS = {"none", "login", "consent", "select_account"}
 MAX_PARAM_LENGTH = 4096
+MAX_AGE_PATTERN = re.compile(r"[0-9]{1,10}")
 
 
 class AuthorizationError(Exception):
@@ -70,8 +72,10 @@ def respond_error(params: dict, error: str, description: str = ""):
     out = [("error", error)]
     if description:
         out.append(("error_description", description))
-    if params.get("state") is not None:
-        out.append(("state", params["state"]))
+    state = params.get("state")
+    if state is not None and len(state) <= MAX_PARAM_LENGTH:
+        # An oversized state is the error being reported: it is not sent back.
+        out.append(("state", state))
     mode = params.get("response_mode")
     return respond(params["redirect_uri"], mode if mode in RESPONSE_MODES else "query", out)
 
@@ -80,13 +84,18 @@ def respond_error(params: dict, error: str, description: str = ""):
 
 
 def _single_values() -> tuple[dict[str, str], set[str]]:
+    """The request's parameters and the names sent more than once.
+
+    A parameter sent without a value is treated as omitted (RFC 6749, section 3.1).
+    """
     source = request.form if request.method == "POST" else request.args
     values, duplicated = {}, set()
     for key in source:
         all_values = source.getlist(key)
         if len(all_values) > 1:
             duplicated.add(key)
-        values[key] = all_values[0]
+        if all_values[0] != "":
+            values[key] = all_values[0]
     return values, duplicated
 
 
@@ -95,7 +104,8 @@ def _check_client_and_redirect(params: dict, duplicated: set[str]):
     if "client_id" in duplicated or "redirect_uri" in duplicated:
         raise InteractionError("The sign-in request is malformed (a parameter is repeated).",
                                title="Invalid sign-in request")
-    client = query_client(params.get("client_id"))
+    client_id = params.get("client_id")
+    client = query_client(client_id) if client_id and "\x00" not in client_id else None
     if client is None:
         raise InteractionError(
             "The application that sent you here is not registered with this sign-in service.",
@@ -125,6 +135,8 @@ def _validate_extras(params: dict, duplicated: set[str]) -> dict:
     for key, value in params.items():
         if len(key) > 100 or len(value) > MAX_PARAM_LENGTH:
             raise AuthorizationError("invalid_request", f"Parameter {key[:40]} is too long.")
+        if "\x00" in value:
+            raise AuthorizationError("invalid_request", f"Parameter {key[:40]} is malformed.")
     mode = params.get("response_mode")
     if mode is not None and mode not in RESPONSE_MODES:
         raise AuthorizationError("invalid_request", "Unsupported response_mode.")
@@ -134,7 +146,7 @@ def _validate_extras(params: dict, duplicated: set[str]) -> dict:
     if "none" in prompts and len(prompts) > 1:
         raise AuthorizationError("invalid_request", "prompt=none cannot be combined.")
     max_age = params.get("max_age")
-    if max_age is not None and (not max_age.isdigit() or len(max_age) > 10):
+    if max_age is not None and not MAX_AGE_PATTERN.fullmatch(max_age):
         raise AuthorizationError("invalid_request", "max_age must be a non-negative integer.")
     if "claims" in params:
         try:
@@ -142,9 +154,9 @@ def _validate_extras(params: dict, duplicated: set[str]) -> dict:
             if not isinstance(claims, dict):
                 raise ValueError
             AcrRequest.from_params(params)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             raise AuthorizationError("invalid_request",
-                                     "The claims parameter is not valid JSON.") from None
+                                     "The claims parameter is not valid.") from None
     core_state = {}
     hint = params.get("id_token_hint")
     if hint:
@@ -188,6 +200,11 @@ def start():
         return respond_error(params, exc.error, exc.description)
     except OAuth2Error as exc:
         return respond_error(params, exc.error, exc.description or "")
+    essential = AcrRequest.from_params(params).essential
+    if essential and not any(value in ladder().by_value for value in essential):
+        # No sign-in here can reach these levels: say so before asking anything.
+        return respond_error(params, "unmet_authentication_requirements",
+                             "The requested authentication level is not supported.")
     now = utcnow()
     pending = PendingAuthorization(
         id=random_token(24),
@@ -204,16 +221,23 @@ def start():
 def load_pending(pending_id: str) -> PendingAuthorization:
     """The pending request of this browser with that id, or an explanatory error page."""
     pending = db.session.get(PendingAuthorization, pending_id) if len(pending_id) < 64 else None
-    if (
-        pending is None
-        or pending.completed_at is not None
-        or pending.expires_at <= utcnow()
-        or pending.browser_digest != digest(browser_id())
-    ):
+    if pending is None or pending.expires_at <= utcnow():
         raise InteractionError(
-            "This sign-in has expired or was finished already. Go back to the application "
-            "and sign in again.",
+            "This sign-in page has expired (a sign-in must be finished within a limited "
+            "time). Go back to the application and sign in again.",
             title="Sign-in expired",
+        )
+    if pending.browser_digest != digest(browser_id()):
+        raise InteractionError(
+            "This sign-in was started in another browser or window, so it cannot be "
+            "continued here. Go back to the application in this browser and sign in again.",
+            title="Sign-in started elsewhere",
+        )
+    if pending.completed_at is not None:
+        raise InteractionError(
+            "This sign-in was finished already. Go back to the application; if you are not "
+            "signed in there, sign in again from the application.",
+            title="Sign-in already finished",
         )
     return pending
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, g
 from joserfc.jwk import KeySet, RSAKey
 
 from idp.extensions import db
@@ -49,10 +49,18 @@ def rotate() -> SigningKey:
     key = _new_key()
     db.session.add(key)
     db.session.commit()
+    # A key cached for this application context is no longer the one that signs.
+    g.pop("idp_signing_key", None)
     return key
 
 
 def published_keys() -> list[SigningKey]:
+    """The active key and the retired keys still needed to verify tokens they signed.
+
+    The signing key is created here when there is none yet, so the JWKS of a fresh
+    installation is never empty.
+    """
+    active_key()
     now = utcnow()
     query = db.select(SigningKey).where(
         SigningKey.active.is_(True) | (SigningKey.publish_until > now)

@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A logout URI answers for itself: a redirect (which urllib would turn into a GET
+    to wherever it points) is recorded as the answer, not followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 class EndSessionEndpoint(_EndSessionEndpoint):
     def get_server_jwks(self):
         return keys.jwks()
@@ -82,7 +93,7 @@ def send_pending_logouts() -> None:
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
             try:
-                with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+                with _opener.open(req, timeout=timeout) as resp:
                     status = resp.status
             except urllib.error.HTTPError as exc:
                 status = exc.code

@@ -126,11 +126,20 @@ def introspect():
     return _no_store(server.create_endpoint_response("introspection"))
 
 
+@bp.after_app_request
+def send_back_channel_logouts(response):
+    """Tell the clients of every session that ended during this request (logout, or
+    another user signing in on the same browser)."""
+    from idp.oauth.logout import send_pending_logouts
+
+    send_pending_logouts()
+    return response
+
+
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt
 def logout():
     from idp.auth.sessions import current_session
-    from idp.oauth.logout import send_pending_logouts
 
     params = request.form if request.method == "POST" else request.args
     try:
@@ -163,7 +172,6 @@ def logout():
         return render_template("idp/logout_confirm.html", params=params,
                                client=end_request.client)
     response = server.create_endpoint_response("end_session", end_request)
-    send_pending_logouts()
     if response is None:
         return render_template("idp/logged_out.html", client=end_request.client)
     return response
