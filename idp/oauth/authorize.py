@@ -137,6 +137,11 @@ def _validate_extras(params: dict, duplicated: set[str]) -> dict:
             raise AuthorizationError("invalid_request", f"Parameter {key[:40]} is too long.")
         if "\x00" in value:
             raise AuthorizationError("invalid_request", f"Parameter {key[:40]} is malformed.")
+    if "response_type" not in params:
+        raise AuthorizationError("invalid_request", "response_type is missing.")
+    if params["response_type"] != "code":
+        raise AuthorizationError("unsupported_response_type", "Only response_type=code is "
+                                 "supported.")
     mode = params.get("response_mode")
     if mode is not None and mode not in RESPONSE_MODES:
         raise AuthorizationError("invalid_request", "Unsupported response_mode.")
