@@ -34,11 +34,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         static_folder="static",
     )
 
-    plugin_spec = test_config.get("IDP_PLUGINS", os.environ.get("IDP_PLUGINS", "plugins.mfa"))
+    plugin_spec = test_config.get(
+        "IDP_PLUGINS", os.environ.get("IDP_PLUGINS", settings.SETTINGS["IDP_PLUGINS"][0])
+    )
     plugins = load_plugins(plugin_spec)
+    plugin_settings: dict[str, tuple[Any, type]] = {}
     for plugin in plugins:
-        settings.register_settings(plugin.default_config)
-    app.config.update(settings.load_settings())
+        plugin_settings.update(plugin.default_config)
+    app.config.update(settings.load_settings(plugin_settings))
     app.config.update(test_config)
     settings.check_production(app.config)
 

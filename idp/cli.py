@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sys
 from datetime import datetime
@@ -12,19 +13,38 @@ from urllib.parse import urlsplit
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from idp import audit
 from idp.extensions import db
 from idp.models import AUTH_METHODS, GRANT_TYPES, Client, SigningKey, User
 from idp.plugins import PluginRegistry
 from idp.security import digest, random_token
 
 DEFAULT_SCOPE = "openid profile email phone offline_access"
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+# Client ids travel in URLs and in HTTP Basic credentials: unreserved characters only.
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+class IdpGroup(FlaskGroup):
+    """Flask's CLI group; a database that is unreachable or not migrated is a clear error."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, ProgrammingError) as exc:
+            raise click.ClickException(
+                f"Database error: {exc.orig}. Check IDP_DATABASE_URL and run "
+                "`idp db upgrade` to create or update the schema."
+            ) from None
 
 
 def main() -> None:
     from idp import create_app
 
-    FlaskGroup(create_app=lambda: create_app(), help="Administer the identity provider.")(
+    IdpGroup(create_app=lambda: create_app(), help="Administer the identity provider.")(
         prog_name="idp"
     )
 
@@ -33,11 +53,47 @@ def main() -> None:
 
 
 def _check_uri(uri: str, what: str) -> str:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.fragment or len(uri) > 2000 or any(c.isspace() for c in uri)):
         raise click.BadParameter(f"{what} must be an absolute http(s) URI without a fragment: "
                                  f"{uri!r}")
     return uri
+
+
+def _check_length(value: str | None, what: str, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise click.BadParameter(f"at most {limit} characters", param_hint=what)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path!r} as UTF-8 text ({exc})",
+                                 param_hint=what) from None
+
+
+def _read_jwks(path: str) -> dict:
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    message = "--jwks-file must hold a JSON Web Key Set of public keys"
+    try:
+        jwks = json.loads(_read_text(path, "--jwks-file"))
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) \
+                or not jwks["keys"]:
+            raise ValueError
+        KeySet.import_key_set(jwks)
+    except (ValueError, TypeError, KeyError, JoseError):
+        raise click.BadParameter(message) from None
+    if any(PRIVATE_JWK_MEMBERS & set(key) for key in jwks["keys"]):
+        raise click.BadParameter(message + " (it holds private key material: publish only "
+                                 "the public half)")
+    return jwks
 
 
 def client_to_dict(client: Client, registry: PluginRegistry) -> dict:
@@ -94,6 +150,12 @@ def _client_options(creating: bool):
 
 def _apply_client_options(client: Client, params: dict, registry: PluginRegistry,
                           creating: bool) -> None:
+    for param, hint, limit in (("name", "--name", 200), ("display_name", "--display-name", 200),
+                               ("help_contact", "--help-contact", 500),
+                               ("scope", "--scope", 500)):
+        _check_length(params.get(param), hint, limit)
+    if params.get("jwks_uri") and params.get("jwks_file"):
+        raise click.UsageError("Give --jwks-uri or --jwks-file, not both.")
     simple = {"name": "name", "backchannel_logout_uri": "backchannel_logout_uri",
               "auth_method": "auth_method", "jwks_uri": "jwks_uri", "scope": "scope",
               "require_pkce": "require_pkce", "display_name": "display_name",
@@ -111,20 +173,16 @@ def _apply_client_options(client: Client, params: dict, registry: PluginRegistry
         _check_uri(params["backchannel_logout_uri"], "--backchannel-logout-uri")
     if params.get("jwks_uri"):
         _check_uri(params["jwks_uri"], "--jwks-uri")
+        client.jwks = None
     if params.get("jwks_file"):
-        try:
-            jwks = json.loads(Path(params["jwks_file"]).read_text())
-            if not isinstance(jwks.get("keys"), list):
-                raise ValueError
-        except (ValueError, AttributeError):
-            raise click.BadParameter("--jwks-file must hold a JSON Web Key Set") from None
-        client.jwks = jwks
+        client.jwks = _read_jwks(params["jwks_file"])
+        client.jwks_uri = None
     if params.get("grant_types"):
         client.grant_types = list(dict.fromkeys(params["grant_types"]))
     elif creating:
         client.grant_types = ["authorization_code", "refresh_token"]
     if params.get("terms_file"):
-        client.terms_text = Path(params["terms_file"]).read_text()
+        client.terms_text = _read_text(params["terms_file"], "--terms-file")
     settings = dict(client.settings or {})
     for setting in registry.client_settings:
         setting.apply(settings, params)
@@ -146,10 +204,12 @@ def _check_client(client: Client) -> None:
                                             "offline_access"}
     if unknown:
         raise click.UsageError(f"Unknown scope: {' '.join(sorted(unknown))}.")
+    if not client.grant_types:
+        raise click.UsageError("A client needs at least one --grant-type.")
 
 
 def _issue_secret(client: Client) -> str | None:
-    if client.auth_method in ("client_secret_basic", "client_secret_post"):
+    if client.auth_method in SECRET_METHODS:
         secret = random_token(32)  # 256 bits
         client.client_secret_digest = digest(secret)
         return secret
@@ -185,14 +245,23 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
     @with_appcontext
     def create(**params):
         """Register a client; prints it as JSON, with its secret (shown only this once)."""
-        client_id = params.get("client_id") or random_token(16)
+        client_id = params["client_id"] if params.get("client_id") is not None \
+            else random_token(16)
+        if not CLIENT_ID_PATTERN.fullmatch(client_id):
+            raise click.BadParameter("1-64 characters among letters, digits and . _ ~ -",
+                                     param_hint="--client-id")
         if db.session.scalar(db.select(Client.id).filter_by(client_id=client_id)):
             raise click.ClickException(f"A client with id {client_id!r} exists already.")
         client = Client(client_id=client_id, redirect_uris=[], post_logout_redirect_uris=[],
                         settings={})
-        _apply_client_options(client, params, registry, creating=True)
+        try:
+            _apply_client_options(client, params, registry, creating=True)
+        except click.ClickException:
+            db.session.rollback()
+            raise
         secret = _issue_secret(client)
         db.session.add(client)
+        audit.record("client_created", client_id=client_id, auth_method=client.auth_method)
         db.session.commit()
         data = client_to_dict(client, registry)
         if secret:
@@ -209,10 +278,19 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
         """Change a client's settings (only the options given)."""
         client = _find_client(client_id)
         old_method = client.auth_method
-        _apply_client_options(client, params, registry, creating=False)
+        try:
+            _apply_client_options(client, params, registry, creating=False)
+        except click.ClickException:
+            db.session.rollback()
+            raise
         secret = None
-        if client.auth_method != old_method:
+        if (client.auth_method in SECRET_METHODS) != (old_method in SECRET_METHODS):
+            # A secret is issued when the client starts using one, dropped when it stops;
+            # moving between client_secret_basic and client_secret_post keeps it.
             secret = _issue_secret(client)
+        changed = sorted(k for k, v in params.items()
+                         if k != "as_json" and v is not None and v != ())
+        audit.record("client_updated", client_id=client_id, options=changed)
         db.session.commit()
         data = client_to_dict(client, registry)
         if secret:
@@ -240,7 +318,7 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
     @with_appcontext
     def delete(client_id):
         """Delete a client and revoke its tokens."""
-        from idp.models import Token
+        from idp.models import AuthorizationCode, Consent, TermsAcceptance, Token
         from idp.timeutil import utcnow
 
         client = _find_client(client_id)
@@ -248,7 +326,11 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
             db.update(Token).where(Token.client_id == client_id, Token.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
+        # A client registered later under the same id inherits no code, consent or terms.
+        for model in (AuthorizationCode, Consent, TermsAcceptance):
+            db.session.execute(db.delete(model).where(model.client_id == client_id))
         db.session.delete(client)
+        audit.record("client_deleted", client_id=client_id)
         db.session.commit()
         click.echo(f"Deleted client {client_id}.")
 
@@ -260,7 +342,9 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
         client = _find_client(client_id)
         secret = _issue_secret(client)
         if secret is None:
+            db.session.rollback()
             raise click.ClickException(f"Client {client_id!r} does not use a client secret.")
+        audit.record("client_secret_rotated", client_id=client_id)
         db.session.commit()
         _echo_json({"client_id": client_id, "client_secret": secret})
 
@@ -297,21 +381,26 @@ def create_user(username: str, email: str, password: str, phone: str | None = No
 @with_appcontext
 def users_create(username, email, phone, name, created_at, password_stdin):
     """Create an account; prints a random password when none is given."""
-    if not username or len(username) > 150 or username != username.strip():
-        raise click.BadParameter("the user name must be 1-150 characters without outer spaces",
-                                 param_hint="--username")
-    if "@" not in email or len(email) > 320:
+    if (not username or len(username) > 150 or username != username.strip()
+            or not username.isprintable()):
+        raise click.BadParameter("the user name must be 1-150 printable characters without "
+                                 "outer spaces", param_hint="--username")
+    if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
         raise click.BadParameter("not an email address", param_hint="--email")
     if db.session.scalar(db.select(User.id).filter_by(username=username)):
         raise click.ClickException(f"The user name {username!r} is taken.")
     generated = None
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\r\n")
         if len(password) < 8:
             raise click.ClickException("The password must have at least 8 characters.")
     else:
         password = generated = secrets.token_urlsafe(12)
+    _check_length(phone, "--phone", 32)
+    _check_length(name, "--name", 200)
     user = create_user(username, email, password, phone=phone, created_at=created_at, name=name)
+    db.session.flush()
+    audit.record("user_created", user_id=user.id, source="cli")
     db.session.commit()
     out = {"username": user.username, "sub": user.sub, "email": user.email,
            "created_at": user.created_at.isoformat()}
@@ -344,6 +433,13 @@ def keys_rotate():
 
     key = keys.rotate()
     click.echo(f"New signing key {key.kid}.")
+    retired = db.session.scalars(
+        db.select(SigningKey).where(SigningKey.retired_at.is_not(None),
+                                    SigningKey.publish_until > key.created_at)
+    ).all()
+    for old in retired:
+        click.echo(f"Key {old.kid} stays published until {old.publish_until:%Y-%m-%d %H:%M} "
+                   "UTC, for the tokens it signed.")
 
 
 @keys_group.command("list")
@@ -355,7 +451,10 @@ def keys_list():
     published = {k.kid for k in keys.published_keys()}
     for key in db.session.scalars(db.select(SigningKey).order_by(SigningKey.id)):
         status = "active" if key.active else ("published" if key.kid in published else "retired")
-        click.echo(f"{key.kid}\t{key.alg}\t{status}\t{key.created_at:%Y-%m-%d %H:%M}")
+        line = f"{key.kid}\t{key.alg}\t{status}\t{key.created_at:%Y-%m-%d %H:%M}"
+        if status == "published":
+            line += f"\tuntil {key.publish_until:%Y-%m-%d %H:%M}"
+        click.echo(line)
 
 
 # --- demo -------------------------------------------------------------------------------
@@ -373,7 +472,10 @@ def demo_seed():
     from idp.demo import seed
 
     registry = current_app.extensions["idp.registry"]
-    result = seed(registry)
+    try:
+        result = seed(registry)
+    except OSError as exc:
+        raise click.ClickException(f"Demo seed failed, nothing was created: {exc}") from None
     if result is None:
         click.echo("The database already has data: demo seed skipped.")
         return

@@ -38,20 +38,17 @@ def _cast(value: str, kind: type) -> Any:
     return kind(value)
 
 
-def load_settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Return every ``IDP_*`` setting, environment first, then the default."""
+def load_settings(extra: dict[str, tuple[Any, type]] | None = None,
+                  environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Return every ``IDP_*`` setting (the core's and ``extra``, e.g. a plugin's
+    ``default_config``), the environment first, then the default."""
     environ = os.environ if environ is None else environ
+    specs = {**(extra or {}), **SETTINGS}
     out: dict[str, Any] = {}
-    for name, (default, kind) in SETTINGS.items():
+    for name, (default, kind) in specs.items():
         raw = environ.get(name)
         out[name] = default if raw in (None, "") else _cast(raw, kind)
     return out
-
-
-def register_settings(defaults: dict[str, tuple[Any, type]]) -> None:
-    """Let a plugin declare its own ``IDP_*`` settings and defaults."""
-    for name, spec in defaults.items():
-        SETTINGS.setdefault(name, spec)
 
 
 class ConfigError(RuntimeError):

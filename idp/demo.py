@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -81,12 +82,24 @@ def seed(registry: PluginRegistry) -> str | None:
     for user in DEMO_USERS:
         create_user(user["username"], user["email"], DEMO_PASSWORD, phone=user["phone"],
                     created_at=user["created_at"], name=user["name"])
-    db.session.commit()
     path = Path(current_app.instance_path) / "demo_clients.json"
-    path.write_text(json.dumps(secrets_out, indent=2))
-    path.chmod(0o600)
+    try:
+        _write_private(path, json.dumps(secrets_out, indent=2))
+    except OSError:
+        db.session.rollback()  # without the file the secrets would be lost
+        raise
+    db.session.commit()
     lines = ["Demo data created.", f"Client secrets written to {path}.", "Demo accounts:"]
     for user in DEMO_USERS:
         lines.append(f"  {user['username']} / {DEMO_PASSWORD}  "
                      f"(account created {user['created_at']:%Y-%m-%d})")
     return "\n".join(lines)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by the owner only from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)

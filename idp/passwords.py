@@ -12,13 +12,14 @@ _DUMMY_HASH = _hasher.hash("not-a-real-password-used-for-timing-only")
 
 def configure(time_cost: int | None = None, memory_cost: int | None = None) -> None:
     """Change the hashing parameters (tests use cheap ones; stored hashes are upgraded)."""
-    global _hasher
+    global _hasher, _DUMMY_HASH
     kwargs = {}
     if time_cost:
         kwargs["time_cost"] = time_cost
     if memory_cost:
         kwargs["memory_cost"] = memory_cost
     _hasher = PasswordHasher(**kwargs)
+    _DUMMY_HASH = _hasher.hash("not-a-real-password-used-for-timing-only")
 
 
 def hash_password(password: str) -> str:

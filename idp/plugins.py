@@ -14,10 +14,14 @@ on which it registers what it contributes::
             registry.add_step(ExampleStep())
             registry.add_acr_level(AcrLevel("urn:example:acr:strong", rank=20, is_met=...))
             registry.add_cli_group(example_cli)
+            registry.add_client_setting(ClientSetting("example_level", [level_option],
+                                                      apply=copy_level))
+            registry.add_claims(lambda user, scope: {"example_badge": user.username})
 
     plugin = MyPlugin()
 
-The core never imports a plugin by name: it only walks ``IDP_PLUGINS``.
+The core never imports a plugin by name: it only walks ``IDP_PLUGINS``. A complete,
+working example is ``tests/example_plugin.py``.
 """
 
 from __future__ import annotations
@@ -85,16 +89,28 @@ class PluginRegistry:
         self.client_settings.append(setting)
 
     def add_claims(self, provider: Callable[[Any, str], dict]) -> None:
-        """``provider(user, scope)`` returns extra userinfo/ID token claims."""
+        """``provider(user, scope)`` returns extra userinfo claims for the granted
+        ``scope`` (a space-separated string); the ID token carries only ``sub``."""
         self.claim_providers.append(provider)
 
 
 def load_plugins(spec: str) -> list[Any]:
-    """Import every plugin named in ``IDP_PLUGINS``."""
+    """Import every plugin named in ``IDP_PLUGINS``; a wrong name stops the start with a
+    message that says which one."""
+    from idp.config import ConfigError
+
     plugins = []
-    for path in [p.strip() for p in spec.split(",") if p.strip()]:
-        module = importlib.import_module(path)
-        plugins.append(module.plugin)
+    for path in dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            module = importlib.import_module(path)
+        except ImportError as exc:
+            raise ConfigError(f"IDP_PLUGINS names {path!r}, which cannot be imported: "
+                              f"{exc}.") from exc
+        plugin = getattr(module, "plugin", None)
+        if plugin is None or not callable(getattr(plugin, "init_app", None)):
+            raise ConfigError(f"IDP_PLUGINS names {path!r}, which has no `plugin` object "
+                              "with an init_app(app, registry) method.")
+        plugins.append(plugin)
     return plugins
 
 

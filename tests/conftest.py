@@ -52,10 +52,19 @@ def app_config(tmp_path):
     return {}
 
 
+def _empty_g():
+    from flask import g
+
+    g.__dict__.clear()
+
+
 @pytest.fixture
 def app(tmp_path, migrated_db, app_config):
     shutil.copy(migrated_db, tmp_path / "idp.db")
     application = create_app(base_config(tmp_path, **app_config))
+    # Requests made while this application context is active reuse it: give each one an
+    # empty ``g``, as every request on a server gets.
+    application.before_request_funcs.setdefault(None, []).insert(0, _empty_g)
     with application.app_context():
         yield application
         db.session.remove()

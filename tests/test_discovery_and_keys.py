@@ -12,7 +12,7 @@ from idp.extensions import db
 from idp.models import SigningKey
 from idp.oauth import keys
 from idp.timeutil import epoch, utcnow
-from tests.conftest import ISSUER, PASSWORD, base_config
+from tests.conftest import ISSUER, PASSWORD, base_config, make_client
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -137,6 +137,31 @@ def test_discovery_lists_the_four_client_auth_methods(client):
     }
     assert "RS256" in doc["token_endpoint_auth_signing_alg_values_supported"]
     assert "none" not in doc["token_endpoint_auth_signing_alg_values_supported"]
+
+
+def test_every_advertised_client_assertion_alg_is_accepted(client, app):
+    import secrets
+    import time
+
+    from joserfc.jwk import ECKey
+
+    for alg in discovery(client)["token_endpoint_auth_signing_alg_values_supported"]:
+        key = (ECKey.generate_key("P-256", auto_kid=True) if alg.startswith("ES")
+               else RSAKey.generate_key(2048, auto_kid=True))
+        client_id = "pkjwt-" + alg.lower()
+        make_client(client_id=client_id, auth_method="private_key_jwt",
+                    jwks={"keys": [key.as_dict(private=False)]},
+                    grant_types=["client_credentials"], scope="profile")
+        now = int(time.time())
+        claims = {"iss": client_id, "sub": client_id, "aud": ISSUER + "/token",
+                  "iat": now, "exp": now + 60, "jti": secrets.token_hex(8)}
+        assertion = jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+        response = client.post("/token", data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        })
+        assert response.status_code == 200, (alg, response.get_json())
 
 
 def test_discovery_announces_iss_in_authorization_response(client):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import hmac
+import json
 import queue
 import socket
 import threading
@@ -18,7 +23,8 @@ from idp.models import SsoSession
 from tests.conftest import ISSUER, PASSWORD, forms, make_client, make_user
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
-WAIT = 5  # seconds: the longest any test waits for the receiver
+WAIT = 5  # seconds: the longest a test waits for the receiver's thread to stop
+SLOW = 10  # seconds a slow receiver takes to answer (released when the test ends)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -31,10 +37,7 @@ def decode(client, token):
 
 def tokens_for(oidc, rp, secret, sso=False):
     """Sign in to ``rp`` (with the password, or by SSO) and redeem the code."""
-    if sso:
-        params = oidc.callback_params(oidc.follow(oidc.authorize(rp)))
-    else:
-        params = oidc.sign_in(rp)
+    params = oidc.callback_params(oidc.follow(oidc.authorize(rp))) if sso else oidc.sign_in(rp)
     response = oidc.token(rp, secret, params["code"])
     assert response.status_code == 200, response.get_json()
     return response.get_json()
@@ -60,9 +63,13 @@ def sign_out_form(response) -> dict:
     return found[0]
 
 
+@functools.cache
+def attacker_key() -> RSAKey:
+    return RSAKey.generate_key(2048)
+
+
 def forged_id_token(claims: dict, kid: str) -> str:
-    key = RSAKey.generate_key(2048)
-    return jwt.encode({"alg": "RS256", "kid": kid}, claims, key)
+    return jwt.encode({"alg": "RS256", "kid": kid}, claims, attacker_key())
 
 
 # --- a real back-channel receiver -------------------------------------------------------
@@ -135,7 +142,7 @@ def receiver():
 
 @pytest.fixture
 def slow_receiver():
-    server = Receiver(delay=WAIT)
+    server = Receiver(delay=SLOW)
     yield server
     server.stop()
 
@@ -286,6 +293,45 @@ def test_forged_id_token_hint_shows_an_error_page_and_keeps_the_session(
     assert live_sessions() == 1
 
 
+def unsigned(header: dict, claims: dict, signature: bytes = b"") -> str:
+    return ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (
+        json.dumps(header).encode(), json.dumps(claims).encode(), signature))
+
+
+def public_key_as_hmac_secret(client, claims: dict) -> str:
+    """The old "alg confusion" attack: HS256 keyed with the server's public key."""
+    jwk = client.get("/jwks.json").get_json()["keys"][0]
+    pem = RSAKey.import_key(jwk).as_pem(private=False)
+    head_and_body = unsigned({"alg": "HS256", "kid": jwk["kid"]}, claims).rsplit(".", 1)[0]
+    signature = hmac.new(pem, head_and_body.encode(), hashlib.sha256).digest()
+    return head_and_body + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("kind", ["not_a_jwt", "three_garbage_parts", "alg_none",
+                                  "hs256_with_public_key", "unknown_kid", "oversized"])
+def test_hostile_id_token_hint_shows_an_error_page_and_never_redirects(
+    client, oidc, rp, alice, kind
+):
+    app_client, secret = rp
+    claims = decode(client, tokens_for(oidc, app_client, secret)["id_token"]).claims
+    hints = {
+        "not_a_jwt": lambda: "abc",
+        "three_garbage_parts": lambda: "a.b.c",
+        "alg_none": lambda: unsigned({"alg": "none"}, claims),
+        "hs256_with_public_key": lambda: public_key_as_hmac_secret(client, claims),
+        "unknown_kid": lambda: forged_id_token(claims, kid="no-such-key"),
+        "oversized": lambda: "a" * 3000 + "." + "b" * 3000 + "." + "c" * 3000,
+    }
+
+    response = logout(client, id_token_hint=hints[kind](),
+                      post_logout_redirect_uri="https://rp.example/bye")
+
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert 'role="alert"' in response.get_data(as_text=True)
+    assert live_sessions() == 1
+
+
 def test_id_token_hint_for_another_client_id_shows_an_error_page(client, oidc, rp, alice):
     app_client, secret = rp
     other, _ = make_client(client_id="other-app")
@@ -407,7 +453,8 @@ def test_a_slow_receiver_is_given_up_after_the_configured_timeout(
     elapsed = time.monotonic() - started
 
     assert response.status_code == 302
-    assert elapsed < WAIT - 1
+    # Well under the 3 s default: the configured 0.5 s is what bounds the wait.
+    assert elapsed < 2.5
     assert [r["path"] for r in slow_receiver.all_received()] == ["/slow/logout"]
     assert live_sessions() == 0
 

@@ -80,6 +80,9 @@ class Token(db.Model, TokenMixin):
     refresh_token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
     token_type: Mapped[str] = mapped_column(String(40), default="Bearer")
     scope: Mapped[str] = mapped_column(Text, default="")
+    # The scope the user granted (that of the code the family began with): a refresh may
+    # narrow ``scope`` but can always ask for the whole grant again (RFC 6749 §6).
+    grant_scope: Mapped[str] = mapped_column(Text, default="")
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     code_id: Mapped[int | None] = mapped_column(index=True)
     sid: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -34,6 +34,12 @@ RESPONSE_MODES = {"query", "form_post"}
 PROMPTS = {"none", "login", "consent", "select_account"}
 MAX_PARAM_LENGTH = 4096
 MAX_AGE_PATTERN = re.compile(r"[0-9]{1,10}")
+# The parameters a pending request keeps; others are ignored (OAuth 2.0, section 3.1).
+KNOWN_PARAMS = {
+    "response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "response_mode",
+    "prompt", "max_age", "ui_locales", "claims_locales", "display", "id_token_hint",
+    "login_hint", "acr_values", "claims", "code_challenge", "code_challenge_method",
+}
 
 
 class AuthorizationError(Exception):
@@ -215,7 +221,7 @@ def start():
         id=random_token(24),
         browser_digest=digest(browser_id()),
         client_id=client.client_id,
-        params=params,
+        params={k: v for k, v in params.items() if k in KNOWN_PARAMS},
         state={"core": core_state},
         expires_at=now + timedelta(seconds=current_app.config["IDP_PENDING_LIFETIME"]),
     )
@@ -234,8 +240,9 @@ def load_pending(pending_id: str) -> PendingAuthorization:
         )
     if pending.browser_digest != digest(browser_id()):
         raise InteractionError(
-            "This sign-in was started in another browser or window, so it cannot be "
-            "continued here. Go back to the application in this browser and sign in again.",
+            "This sign-in was started in another browser (or this browser's cookies were "
+            "cleared since), so it cannot be continued here. Go back to the application in "
+            "this browser and sign in again.",
             title="Sign-in started elsewhere",
         )
     if pending.completed_at is not None:

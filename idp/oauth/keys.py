@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app, g
+from flask import current_app
 from joserfc.jwk import KeySet, RSAKey
 
 from idp.extensions import db
@@ -49,8 +49,6 @@ def rotate() -> SigningKey:
     key = _new_key()
     db.session.add(key)
     db.session.commit()
-    # A key cached for this application context is no longer the one that signs.
-    g.pop("idp_signing_key", None)
     return key
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from authlib.oauth2.rfc6749 import OAuth2Error
+import re
+
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from idp.extensions import csrf, db
@@ -18,6 +20,10 @@ CLAIMS_SUPPORTED = [
     "preferred_username", "name", "updated_at", "email", "email_verified", "phone_number",
     "phone_number_verified",
 ]
+
+
+# Algorithms accepted for private_key_jwt client assertions (those joserfc recommends).
+CLIENT_ASSERTION_ALGS = ["RS256", "ES256"]
 
 
 def discovery_document() -> dict:
@@ -39,7 +45,7 @@ def discovery_document() -> dict:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256"],
+        "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "introspection_endpoint_auth_methods_supported": [m for m in AUTH_METHODS
                                                           if m != "none"],
@@ -97,9 +103,22 @@ def _no_store(response):
     return response
 
 
+def _repeated_parameter_error():
+    """RFC 6749 §3.1/§3.2: parameters must not be sent more than once."""
+    repeated = sorted(k for k in request.form if len(request.form.getlist(k)) > 1)
+    if not repeated:
+        return None
+    name = repeated[0] if re.fullmatch(r"[a-z_]{1,40}", repeated[0]) else "a parameter"
+    error = InvalidRequestError(f"Repeated parameter: {name}.")
+    return _no_store(server.handle_error_response(None, error))
+
+
 @bp.post("/token")
 @csrf.exempt
 def token():
+    refused = _repeated_parameter_error()
+    if refused is not None:
+        return refused
     response = server.create_token_response()
     if response.status_code == 200:
         db.session.commit()
@@ -117,12 +136,18 @@ def userinfo():
 @bp.post("/revoke")
 @csrf.exempt
 def revoke():
+    refused = _repeated_parameter_error()
+    if refused is not None:
+        return refused
     return _no_store(server.create_endpoint_response("revocation"))
 
 
 @bp.post("/introspect")
 @csrf.exempt
 def introspect():
+    refused = _repeated_parameter_error()
+    if refused is not None:
+        return refused
     return _no_store(server.create_endpoint_response("introspection"))
 
 

@@ -16,12 +16,16 @@ from datetime import timedelta
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
     grants,
+    list_to_scope,
     scope_to_list,
 )
-from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError, InvalidTokenError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -29,6 +33,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 from authlib.oidc.core import UserInfoEndpoint as _UserInfoEndpoint
 from authlib.oidc.core import grants as oidc_grants
 from flask import current_app, g
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +50,9 @@ from idp.timeutil import epoch, from_epoch, utcnow
 log = logging.getLogger(__name__)
 
 SECRET_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
+
+# Scopes that only make sense for a signed-in user (not for client_credentials).
+USER_SCOPES = {"openid", "offline_access"}
 
 
 def issuer() -> str:
@@ -72,6 +80,9 @@ def save_token(token: dict, request) -> None:
         refresh_token_digest=digest(refresh) if refresh else None,
         token_type=token.get("token_type", "Bearer"),
         scope=token.get("scope", ""),
+        grant_scope=(
+            code.scope if code else previous.grant_scope if previous else token.get("scope", "")
+        ),
         family_id=previous.family_id if previous else random_token(16),
         code_id=code.id if code else (previous.code_id if previous else None),
         sid=source.sid if source else None,
@@ -208,11 +219,26 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         if row.revoked_at is not None or row.is_refresh_expired():
             return None
+        if row.user is None or row.user.disabled:
+            return None
         return row
 
     def authenticate_user(self, refresh_token):
         user = refresh_token.user
         return None if user is None or user.disabled else user
+
+    def _validate_token_scope(self, refresh_token):
+        # RFC 6749 §6: a refresh may narrow the access token's scope, never widen the grant.
+        requested = scope_to_list(self.request.payload.scope or "")
+        if not set(requested) <= set(scope_to_list(refresh_token.grant_scope)):
+            raise InvalidScopeError()
+
+    def issue_token(self, user, refresh_token):
+        # Without a scope the grant's full scope is issued again, even after a narrowed
+        # refresh; the new refresh token keeps the grant (RFC 6749 §6).
+        scope = self.request.payload.scope or refresh_token.grant_scope
+        return self.generate_token(user=user, scope=scope,
+                                   include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN)
 
     def revoke_old_credential(self, refresh_token):
         result = db.session.execute(
@@ -230,6 +256,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AUTH_METHODS
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
+                       include_refresh_token=False):
+        # No user signs in: no ID token, no userinfo and no offline access.
+        scope = list_to_scope([s for s in scope_to_list(scope or "") if s not in USER_SCOPES])
+        return super().generate_token(user=user, scope=scope, grant_type=grant_type,
+                                      expires_in=expires_in, include_refresh_token=False)
 
 
 # --- extensions -------------------------------------------------------------------------
@@ -301,6 +334,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     """``private_key_jwt``: an assertion signed with a key from the client's JWKS."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
+    # An assertion is used at once; a longer life only widens the replay window.
+    MAX_LIFETIME = 3600
 
     def __init__(self):
         super().__init__(validate_jti=True)
@@ -308,9 +343,15 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def get_audiences(self):
         return [issuer(), issuer() + "/token"]
 
+    def verify_claims(self, claims):
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and exp > epoch(utcnow()) + self.MAX_LIFETIME:
+            raise InvalidClientError(description="The assertion expires too far in the future.")
+        super().verify_claims(claims)
+
     def validate_jti(self, claims, jti):
-        if not isinstance(jti, str) or len(jti) > 200:
-            return False
+        if not isinstance(jti, str) or not jti or len(jti) > 200:
+            raise InvalidClientError(description="The assertion's jti is not valid.")
         leeway = timedelta(seconds=current_app.config["IDP_CLIENT_ASSERTION_LEEWAY"])
         db.session.add(UsedClientAssertion(
             client_id=str(claims["sub"]), jti=jti, expires_at=from_epoch(claims["exp"]) + leeway
@@ -323,47 +364,111 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return True
 
     def resolve_client_public_key(self, client):
-        if client.jwks:
-            return KeySet.import_key_set(client.jwks)
-        if client.jwks_uri:
-            with urllib.request.urlopen(client.jwks_uri, timeout=5) as resp:  # noqa: S310
-                return KeySet.import_key_set(json.loads(resp.read(1_000_000)))
+        try:
+            if client.jwks:
+                return KeySet.import_key_set(client.jwks)
+            if client.jwks_uri:
+                with urllib.request.urlopen(client.jwks_uri, timeout=5) as resp:  # noqa: S310
+                    return KeySet.import_key_set(json.loads(resp.read(1_000_000)))
+        except (OSError, ValueError, TypeError, KeyError, JoseError) as exc:
+            log.warning("keys of client %s unusable: %s", client.client_id, exc)
+            raise InvalidClientError(
+                description="The client's public keys could not be loaded."
+            ) from None
         return KeySet([])
 
 
 # --- resource endpoints ---------------------------------------------------------------
 
 
+class BearerError(OAuth2Error):
+    """A refusal by a bearer-protected endpoint, with its RFC 6750 §3 challenge."""
+
+    #: whether the challenge names the error (not when no token was sent at all)
+    challenge_has_error = True
+    challenge_scope: str | None = None
+
+    def get_headers(self):
+        headers = super().get_headers()
+        attributes = []
+        if self.challenge_has_error:
+            attributes.append(f'error="{self.error}"')
+            if self.challenge_scope:
+                attributes.append(f'scope="{self.challenge_scope}"')
+        headers.append(("WWW-Authenticate", " ".join(["Bearer", ", ".join(attributes)]).strip()))
+        return headers
+
+
+class MissingBearerTokenError(BearerError):
+    error = "invalid_token"
+    description = "An access token is required."
+    status_code = 401
+    challenge_has_error = False
+
+
+class MalformedBearerRequestError(BearerError):
+    error = "invalid_request"
+    status_code = 400
+
+
+class BearerScopeError(BearerError):
+    error = "insufficient_scope"
+    description = "The access token does not have the scope this endpoint needs."
+    status_code = 403
+
+
 class _TokenBearerValidator(BearerTokenValidator):
     def authenticate_token(self, token_string):
         if not token_string or len(token_string) > 200:
             return None
-        return db.session.scalar(
+        row = db.session.scalar(
             db.select(Token).filter_by(access_token_digest=digest(token_string))
         )
+        if row is not None and row.user is not None and row.user.disabled:
+            return None
+        return row
+
+    def validate_token(self, token, scopes, request):
+        try:
+            super().validate_token(token, scopes, request)
+        except InsufficientScopeError:
+            error = BearerScopeError()
+            error.challenge_scope = " ".join(scopes or [])
+            raise error from None
 
 
 class BearerProtector(ResourceProtector):
-    """Accepts the bearer token in the Authorization header or, for POST, in the form body."""
+    """Accepts the bearer token in the Authorization header or, for POST, in the form body
+    (RFC 6750 §2.1, §2.2), never in both and never twice."""
 
     def parse_request_authorization(self, request):
         from flask import request as flask_request
 
-        header = request.headers.get("Authorization")
-        body_token = None
+        header = request.headers.get("Authorization", "")
+        scheme, _, header_token = header.strip().partition(" ")
+        uses_header = scheme.lower() == "bearer"
+        body_tokens = []
         if flask_request.method == "POST" and flask_request.mimetype == (
             "application/x-www-form-urlencoded"
         ):
-            body_token = flask_request.form.get("access_token")
-        if header and body_token:
-            raise InvalidRequestError("Send the access token in one place only.")
-        if body_token and not header:
-            return self.get_token_validator("Bearer"), body_token
-        return super().parse_request_authorization(request)
+            body_tokens = flask_request.form.getlist("access_token")
+        if len(body_tokens) > 1 or (uses_header and body_tokens):
+            raise MalformedBearerRequestError("Send the access token once, in one place only.")
+        if body_tokens:
+            token = body_tokens[0]
+        elif uses_header:
+            token = header_token.strip()
+            if not token or " " in token:
+                raise MalformedBearerRequestError("The Authorization header is malformed.")
+        else:
+            raise MissingBearerTokenError()
+        return self.get_token_validator("bearer"), token
 
 
 class UserInfoEndpoint(_UserInfoEndpoint):
     def generate_user_info(self, user, scope):
+        if user is None:
+            raise InvalidTokenError(description="The access token was not issued to a user.")
         return user_claims(user, scope)
 
     def get_issuer(self):
@@ -390,6 +495,8 @@ class _PresentedToken:
     def is_revoked(self) -> bool:
         if self.kind == "refresh_token" and self.row.rotated_at is not None:
             return True
+        if self.row.user is not None and self.row.user.disabled:
+            return True
         return self.row.is_revoked()
 
 
@@ -406,8 +513,18 @@ def _find_token(token_string, hint=None) -> _PresentedToken | None:
     return _PresentedToken(row, kind)
 
 
+def _check_token_params(request) -> None:
+    # An unknown token_type_hint is ignored (RFC 7009 §4.1.2; RFC 7662 §2.1): the token is
+    # looked up among every kind anyway.
+    if not request.form.get("token"):
+        raise InvalidRequestError("Missing 'token'.")
+
+
 class RevocationEndpoint(_RevocationEndpoint):
     CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def check_params(self, request, client):
+        _check_token_params(request)
 
     def query_token(self, token_string, token_type_hint):
         return _find_token(token_string, token_type_hint)
@@ -418,13 +535,18 @@ class RevocationEndpoint(_RevocationEndpoint):
             # Revoking a refresh token ends the grant: every token of its family.
             revoke_family([row.family_id], "refresh_token_revoked", row.client_id)
         else:
-            row.revoked_at = row.revoked_at or utcnow()
+            # The access token alone ends now; the refresh token stored beside it belongs to
+            # the grant, which only revoking the refresh token ends.
+            row.expires_at = min(row.expires_at, utcnow())
             audit.record("token_revoked", user_id=row.user_id, client_id=row.client_id)
             db.session.commit()
 
 
 class IntrospectionEndpoint(_IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = SECRET_AUTH_METHODS
+
+    def check_params(self, request, client):
+        _check_token_params(request)
 
     def query_token(self, token_string, token_type_hint):
         return _find_token(token_string, token_type_hint)

@@ -184,6 +184,7 @@ def upgrade():
     sa.Column('refresh_token_digest', sa.String(length=64), nullable=True),
     sa.Column('token_type', sa.String(length=40), nullable=False),
     sa.Column('scope', sa.Text(), nullable=False),
+    sa.Column('grant_scope', sa.Text(), nullable=False),
     sa.Column('family_id', sa.String(length=64), nullable=False),
     sa.Column('code_id', sa.Integer(), nullable=True),
     sa.Column('sid', sa.String(length=64), nullable=True),
