@@ -482,10 +482,26 @@ def demo_seed():
     click.echo(result)
 
 
+@click.group("maintenance", help="Housekeeping for operators.")
+def maintenance():
+    pass
+
+
+@maintenance.command("prune")
+@with_appcontext
+def maintenance_prune():
+    """Delete sessions, codes, tokens and pending sign-ins that expired a week ago."""
+    from idp.maintenance import prune
+
+    for name, count in prune().items():
+        click.echo(f"{name}\t{count}")
+
+
 def init_app(app, registry: PluginRegistry) -> None:
     app.cli.add_command(build_clients_group(registry))
     app.cli.add_command(users)
     app.cli.add_command(keys_group)
     app.cli.add_command(demo)
+    app.cli.add_command(maintenance)
     for group in registry.cli_groups:
         app.cli.add_command(group)
