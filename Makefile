@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 # Defaults for the embedded setup; any IDP_* variable already set in the environment wins.
 export IDP_ENV ?= development
 export IDP_ISSUER ?= http://127.0.0.1:5000
+export IDP_DEV_OUTBOX ?= 1
 IDP_PORT ?= 5000
 IDP_WORKERS ?= 2
 
@@ -33,6 +34,7 @@ run: $(VENV)/.installed
 	@echo "Demo accounts:      olduser / Demo-Password-1 (created 2024-05-01)"
 	@echo "                    newuser / Demo-Password-1 (created 2025-06-01)"
 	@echo "Demo client secrets: instance/demo_clients.json"
+	@if [ "$$IDP_DEV_OUTBOX" = 1 ]; then echo "Messages (outbox):  $(IDP_ISSUER)/dev/outbox"; fi
 	@echo
 	exec $(BIN)/gunicorn --bind 127.0.0.1:$(IDP_PORT) --workers $(IDP_WORKERS) \
 		--access-logfile - wsgi:app

@@ -73,6 +73,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     for blueprint in registry.blueprints:
         app.register_blueprint(blueprint)
+    if app.config["IDP_DEV_OUTBOX"]:
+        from idp.delivery.outbox import bp as outbox_bp
+
+        app.register_blueprint(outbox_bp)
 
     from idp import cli
 

@@ -482,6 +482,41 @@ def demo_seed():
     click.echo(result)
 
 
+@click.group("delivery", help="Check that email and SMS reach people.")
+def delivery():
+    pass
+
+
+@delivery.command("test-email")
+@click.option("--to", "to", required=True, help="Address to send a test message to.")
+@with_appcontext
+def delivery_test_email(to):
+    """Send a test email with the configured backend."""
+    from idp.delivery import DeliveryError, send_email
+
+    try:
+        send_email(to, "test_message", kind="notice")
+    except DeliveryError as exc:
+        raise click.ClickException(f"Not sent: {exc.reason}") from None
+    click.echo(f"Sent a test email to {to} with {current_app.config['IDP_MAIL_BACKEND']}.")
+
+
+@delivery.command("test-sms")
+@click.option("--to", "to", required=True, help="US mobile number to send a test message to.")
+@with_appcontext
+def delivery_test_sms(to):
+    """Send a test text message with the configured backend."""
+    from idp.delivery import DeliveryError, PhoneNumberError, send_sms
+
+    try:
+        send_sms(to, "notice", {"text": "This is a test message."}, kind="notice")
+    except PhoneNumberError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    except DeliveryError as exc:
+        raise click.ClickException(f"Not sent: {exc.reason}") from None
+    click.echo(f"Sent a test text message with {current_app.config['IDP_SMS_BACKEND']}.")
+
+
 @click.group("maintenance", help="Housekeeping for operators.")
 def maintenance():
     pass
@@ -503,5 +538,6 @@ def init_app(app, registry: PluginRegistry) -> None:
     app.cli.add_command(keys_group)
     app.cli.add_command(demo)
     app.cli.add_command(maintenance)
+    app.cli.add_command(delivery)
     for group in registry.cli_groups:
         app.cli.add_command(group)

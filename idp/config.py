@@ -29,13 +29,53 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_BACKCHANNEL_TIMEOUT": (3.0, float),
     "IDP_CLIENT_ASSERTION_LEEWAY": (60, int),
     "IDP_LOG_LEVEL": ("INFO", str),
+    # Message delivery
+    "IDP_MAIL_BACKEND": ("outbox", str),
+    "IDP_MAIL_FROM": ("no-reply@localhost", str),
+    "IDP_SMTP_HOST": ("localhost", str),
+    "IDP_SMTP_PORT": (25, int),
+    "IDP_SMTP_SECURITY": ("none", str),
+    "IDP_SMTP_USERNAME": ("", str),
+    "IDP_SMTP_PASSWORD": ("", str),
+    "IDP_SMTP_TIMEOUT": (10.0, float),
+    "IDP_SMTP_CA_FILE": ("", str),
+    "IDP_SMS_BACKEND": ("outbox", str),
+    "IDP_SMS_TIMEOUT": (10.0, float),
+    "IDP_SMS_WEBHOOK_URL": ("", str),
+    "IDP_SMS_WEBHOOK_SECRET": ("", str),
+    "IDP_TWILIO_ACCOUNT_SID": ("", str),
+    "IDP_TWILIO_AUTH_TOKEN": ("", str),
+    "IDP_TWILIO_FROM_NUMBER": ("", str),
+    "IDP_TWILIO_MESSAGING_SERVICE_SID": ("", str),
+    "IDP_TWILIO_BASE_URL": ("https://api.twilio.com", str),
+    "IDP_DEV_OUTBOX": (False, bool),
+    # Send throttles (DESIGN §6)
+    "IDP_PASSCODE_RESEND_SECONDS": (30, int),
+    "IDP_SEND_LIMIT_PER_ACCOUNT": (5, int),
+    "IDP_SEND_LIMIT_WINDOW": (15 * 60, int),
+    "IDP_SMS_LIMIT_PER_PHONE": (10, int),
+    "IDP_SMS_LIMIT_GLOBAL_PER_HOUR": (1000, int),
 }
 
+MAIL_BACKENDS = ("smtp", "outbox")
+SMS_BACKENDS = ("outbox", "webhook", "twilio")
+SMTP_SECURITY = ("none", "starttls", "tls")
 
-def _cast(value: str, kind: type) -> Any:
+
+class ConfigError(RuntimeError):
+    """Raised when the configuration is unsafe or incomplete; the message says what to fix."""
+
+
+def _cast(name: str, value: str, kind: type) -> Any:
     if kind is bool:
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return kind(value)
+        lowered = value.strip().lower()
+        if lowered not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            raise ConfigError(f"{name} must be 1 or 0 (it is {value!r}).")
+        return lowered in {"1", "true", "yes", "on"}
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__} (it is {value!r}).") from None
 
 
 def load_settings(extra: dict[str, tuple[Any, type]] | None = None,
@@ -47,12 +87,8 @@ def load_settings(extra: dict[str, tuple[Any, type]] | None = None,
     out: dict[str, Any] = {}
     for name, (default, kind) in specs.items():
         raw = environ.get(name)
-        out[name] = default if raw in (None, "") else _cast(raw, kind)
+        out[name] = default if raw in (None, "") else _cast(name, raw, kind)
     return out
-
-
-class ConfigError(RuntimeError):
-    """Raised when the configuration is unsafe or incomplete; the message says what to fix."""
 
 
 def development_secret_key(instance_path: str) -> str:
@@ -68,11 +104,37 @@ def development_secret_key(instance_path: str) -> str:
     return key
 
 
+def check_choices(config: dict[str, Any]) -> None:
+    """Refuse settings outside their allowed values, naming the variable."""
+    for name, allowed in (("IDP_ENV", ("development", "production")),
+                          ("IDP_MAIL_BACKEND", MAIL_BACKENDS),
+                          ("IDP_SMS_BACKEND", SMS_BACKENDS),
+                          ("IDP_SMTP_SECURITY", SMTP_SECURITY)):
+        if config[name] not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)} "
+                              f"(it is {config[name]!r}).")
+    if config["IDP_SMS_BACKEND"] == "webhook" and not (
+        config["IDP_SMS_WEBHOOK_URL"] and config["IDP_SMS_WEBHOOK_SECRET"]
+    ):
+        raise ConfigError("IDP_SMS_BACKEND=webhook needs IDP_SMS_WEBHOOK_URL and "
+                          "IDP_SMS_WEBHOOK_SECRET.")
+    if config["IDP_SMS_BACKEND"] == "twilio" and not (
+        config["IDP_TWILIO_ACCOUNT_SID"] and config["IDP_TWILIO_AUTH_TOKEN"]
+        and (config["IDP_TWILIO_FROM_NUMBER"] or config["IDP_TWILIO_MESSAGING_SERVICE_SID"])
+    ):
+        raise ConfigError("IDP_SMS_BACKEND=twilio needs IDP_TWILIO_ACCOUNT_SID, "
+                          "IDP_TWILIO_AUTH_TOKEN and IDP_TWILIO_FROM_NUMBER or "
+                          "IDP_TWILIO_MESSAGING_SERVICE_SID.")
+
+
 def check_production(config: dict[str, Any]) -> None:
     """Refuse to start a production configuration that is unsafe."""
+    check_choices(config)
     if config["IDP_ENV"] != "production":
         return
     problems = []
+    if config["IDP_DEV_OUTBOX"]:
+        problems.append("IDP_DEV_OUTBOX must be off (the outbox shows every message sent)")
     if not config["IDP_SECRET_KEY"] or len(config["IDP_SECRET_KEY"]) < 32:
         problems.append("IDP_SECRET_KEY must be set to a random value of at least 32 characters")
     issuer = config["IDP_ISSUER"]

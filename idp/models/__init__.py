@@ -3,6 +3,7 @@
 from idp.models.audit import AuditEvent
 from idp.models.client import AUTH_METHODS, GRANT_TYPES, Client
 from idp.models.consent import Consent, TermsAcceptance
+from idp.models.delivery import OutboxMessage, RateCounter
 from idp.models.keys import SigningKey
 from idp.models.oauth import AuthorizationCode, Token, UsedClientAssertion
 from idp.models.sessions import PendingAuthorization, SessionClient, SsoSession
@@ -15,7 +16,9 @@ __all__ = [
     "AuthorizationCode",
     "Client",
     "Consent",
+    "OutboxMessage",
     "PendingAuthorization",
+    "RateCounter",
     "SessionClient",
     "SigningKey",
     "SsoSession",

@@ -1,0 +1,170 @@
+"""Message delivery: email and SMS through pluggable backends, with shared send throttles.
+
+Callers (the MFA plugin, account emails) use :func:`send_email` and :func:`send_sms`. Both
+commit the current transaction: commit your own changes first, so that a failed send never
+takes the user's progress with it. A failure raises :class:`DeliveryError`, whose
+``user_message`` tells the user what to do; the failure is in the audit log and the message
+is never retried (no duplicates).
+
+Kinds of message and the throttles they meet:
+
+- ``passcode``: at least ``IDP_PASSCODE_RESEND_SECONDS`` between sends to one destination and
+  ``IDP_SEND_LIMIT_PER_ACCOUNT`` per ``IDP_SEND_LIMIT_WINDOW`` per account;
+- ``link`` (verification links): the interval per destination only;
+- ``notice`` (security notices): no passcode limit.
+
+Every SMS also counts against ``IDP_SMS_LIMIT_PER_PHONE`` per 24 hours and the global
+``IDP_SMS_LIMIT_GLOBAL_PER_HOUR`` breaker, which stops SMS (email keeps working).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app, render_template
+
+from idp import audit, ratelimit
+from idp.delivery.mail import MAIL_BACKENDS, TransportError, build_message, render_email
+from idp.delivery.phone import PhoneNumberError, mask_email, mask_phone, normalize_us_phone
+from idp.delivery.sms import SMS_BACKENDS
+from idp.extensions import db
+from idp.security import digest
+
+log = logging.getLogger(__name__)
+
+KINDS = ("passcode", "link", "notice")
+
+__all__ = ["DeliveryError", "PhoneNumberError", "ThrottledError", "mask_email", "mask_phone",
+           "normalize_us_phone", "send_email", "send_sms"]
+
+
+class DeliveryError(Exception):
+    """A message was not sent. ``user_message`` is safe to show; ``reason`` is for logs."""
+
+    def __init__(self, user_message: str, reason: str, retry_after: int | None = None):
+        super().__init__(reason)
+        self.user_message, self.reason, self.retry_after = user_message, reason, retry_after
+
+
+class ThrottledError(DeliveryError):
+    """A send throttle refused the message; ``retry_after`` says when it allows again."""
+
+
+def _base_context(client=None) -> dict[str, Any]:
+    config = current_app.config
+    return {
+        "brand": config["IDP_BRAND_NAME"],
+        "app_name": client.label if client is not None else None,
+        "support": (client.help_contact if client is not None and client.help_contact
+                    else config["IDP_SUPPORT_CONTACT"]),
+        "passcode_minutes": 5,
+    }
+
+
+def _limits(channel: str, destination: str, kind: str, user_id: int | None):
+    config = current_app.config
+    dest = digest(destination.lower())
+    limits = []
+    if kind in ("passcode", "link"):
+        limits.append(ratelimit.Limit("destination", f"{kind}:dest:{dest}", 1,
+                                      config["IDP_PASSCODE_RESEND_SECONDS"]))
+    if kind == "passcode" and user_id is not None:
+        limits.append(ratelimit.Limit("account", f"passcode:account:{user_id}",
+                                      config["IDP_SEND_LIMIT_PER_ACCOUNT"],
+                                      config["IDP_SEND_LIMIT_WINDOW"]))
+    if channel == "sms":
+        limits.append(ratelimit.Limit("phone", f"sms:phone:{dest}",
+                                      config["IDP_SMS_LIMIT_PER_PHONE"], 24 * 3600))
+        limits.append(ratelimit.Limit("global", "sms:global",
+                                      config["IDP_SMS_LIMIT_GLOBAL_PER_HOUR"], 3600))
+    return limits
+
+
+def _throttle_message(limit_name: str, channel: str, kind: str, masked: str,
+                      retry_after: int) -> str:
+    if limit_name == "destination":
+        what = "A code" if kind == "passcode" else "A link"
+        return (f"{what} was sent to {masked} less than "
+                f"{current_app.config['IDP_PASSCODE_RESEND_SECONDS']} seconds ago and is still "
+                f"valid. Wait {retry_after} seconds before asking for another.")
+    if limit_name == "account":
+        minutes = max(1, (retry_after + 59) // 60)
+        return (f"Too many codes were sent for your account. Try again in {minutes} "
+                "minutes, or use another method.")
+    if limit_name == "phone":
+        return ("Too many text messages were sent to this number today. Try again later, "
+                "or use another method.")
+    return "Text messages are unavailable right now. Use another method, such as email."
+
+
+def _check_throttles(channel: str, destination: str, masked: str, kind: str,
+                     user_id: int | None) -> None:
+    refused = ratelimit.hit(_limits(channel, destination, kind, user_id))
+    if refused is None:
+        db.session.commit()
+        return
+    limit, retry_after = refused
+    db.session.rollback()
+    if limit.name == "global":
+        log.critical("SMS stopped: the global limit of %s messages per hour is reached",
+                     current_app.config["IDP_SMS_LIMIT_GLOBAL_PER_HOUR"])
+    audit.record("delivery_throttled", user_id=user_id, channel=channel, kind=kind,
+                 limit=limit.name, to=masked, retry_after=retry_after)
+    db.session.commit()
+    raise ThrottledError(_throttle_message(limit.name, channel, kind, masked, retry_after),
+                         f"throttled:{limit.name}", retry_after)
+
+
+def _failed(channel: str, kind: str, masked: str, user_id: int | None, backend: str,
+            exc: TransportError) -> DeliveryError:
+    db.session.rollback()
+    log.warning("%s %s to %s failed via %s: %s", channel, kind, masked, backend, exc)
+    audit.record("delivery_failed", user_id=user_id, channel=channel, kind=kind, to=masked,
+                 backend=backend, error=str(exc))
+    db.session.commit()
+    what = "the email" if channel == "email" else "the text message"
+    return DeliveryError(
+        f"We couldn't send {what} just now. Try again in a moment, or choose another "
+        "method. Nothing you have done so far is lost.",
+        f"transport:{exc}",
+    )
+
+
+def _sent(channel: str, kind: str, masked: str, user_id: int | None, backend: str) -> None:
+    audit.record("delivery_sent", user_id=user_id, channel=channel, kind=kind, to=masked,
+                 backend=backend)
+    db.session.commit()
+
+
+def send_email(to: str, template: str, context: dict[str, Any] | None = None, *,
+               kind: str = "notice", user_id: int | None = None, client=None) -> None:
+    """Send ``templates/email/<template>.*`` to ``to``. Commits; may raise DeliveryError."""
+    assert kind in KINDS
+    masked = mask_email(to)
+    subject, text, html = render_email(template, {**_base_context(client), **(context or {})})
+    _check_throttles("email", to, masked, kind, user_id)
+    backend = MAIL_BACKENDS[current_app.config["IDP_MAIL_BACKEND"]]()
+    try:
+        backend.send(build_message(to, subject, text, html), kind)
+    except TransportError as exc:
+        raise _failed("email", kind, masked, user_id, backend.name, exc) from None
+    _sent("email", kind, masked, user_id, backend.name)
+
+
+def send_sms(to: str, template: str, context: dict[str, Any] | None = None, *,
+             kind: str = "passcode", user_id: int | None = None, client=None) -> None:
+    """Send ``templates/sms/<template>.txt`` to a US number. Commits; may raise
+    PhoneNumberError (before anything is sent) or DeliveryError."""
+    assert kind in KINDS
+    to = normalize_us_phone(to)
+    masked = mask_phone(to)
+    body = " ".join(render_template(f"sms/{template}.txt",
+                                    **{**_base_context(client), **(context or {})}).split())
+    _check_throttles("sms", to, masked, kind, user_id)
+    backend = SMS_BACKENDS[current_app.config["IDP_SMS_BACKEND"]]()
+    try:
+        backend.send(to, body, kind)
+    except TransportError as exc:
+        raise _failed("sms", kind, masked, user_id, backend.name, exc) from None
+    _sent("sms", kind, masked, user_id, backend.name)

@@ -1,0 +1,51 @@
+"""The development outbox: messages kept by the outbox backends, at ``/dev/outbox``.
+
+Registered only when ``IDP_DEV_OUTBOX=1``; a production configuration refuses that setting.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, jsonify, render_template, request
+from markupsafe import Markup, escape
+
+from idp.extensions import db
+from idp.models import OutboxMessage
+
+bp = Blueprint("outbox", __name__, url_prefix="/dev")
+
+URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def linkify(text: str) -> Markup:
+    """Escape ``text`` and make its URLs clickable."""
+    out, last = [], 0
+    for match in URL.finditer(text or ""):
+        out.append(escape(text[last:match.start()]))
+        out.append(Markup('<a href="{0}">{0}</a>').format(match.group(0)))
+        last = match.end()
+    out.append(escape((text or "")[last:]))
+    return Markup("").join(out)
+
+
+def _messages(limit: int = 100) -> list[OutboxMessage]:
+    query = db.select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+    to = request.args.get("to")
+    if to:
+        query = query.where(OutboxMessage.recipient == to)
+    return list(db.session.scalars(query))
+
+
+@bp.get("/outbox")
+def outbox_page():
+    return render_template("dev/outbox.html", messages=_messages(), linkify=linkify)
+
+
+@bp.get("/outbox.json")
+def outbox_json():
+    return jsonify([
+        {"id": m.id, "channel": m.channel, "to": m.recipient, "subject": m.subject,
+         "text": m.text, "kind": m.kind, "created_at": m.created_at.isoformat() + "Z"}
+        for m in _messages()
+    ])
