@@ -15,6 +15,7 @@ from typing import Any
 SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_ENV": ("development", str),
     "IDP_SECRET_KEY": ("", str),
+    "IDP_ENCRYPTION_KEY": ("", str),
     "IDP_ISSUER": ("http://127.0.0.1:5000", str),
     "IDP_DATABASE_URL": ("", str),
     "IDP_PLUGINS": ("plugins.mfa", str),
@@ -75,7 +76,8 @@ def _cast(name: str, value: str, kind: type) -> Any:
     try:
         return kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__} (it is {value!r}).") from None
+        what = {int: "a whole number", float: "a number"}.get(kind, f"a {kind.__name__}")
+        raise ConfigError(f"{name} must be {what} (it is {value!r}).") from None
 
 
 def load_settings(extra: dict[str, tuple[Any, type]] | None = None,
@@ -104,8 +106,30 @@ def development_secret_key(instance_path: str) -> str:
     return key
 
 
+# Send throttles: name -> smallest allowed value (0 seconds switches the interval off).
+THROTTLE_MINIMUMS = {
+    "IDP_PASSCODE_RESEND_SECONDS": 0,
+    "IDP_SEND_LIMIT_PER_ACCOUNT": 1,
+    "IDP_SEND_LIMIT_WINDOW": 1,
+    "IDP_SMS_LIMIT_PER_PHONE": 1,
+    "IDP_SMS_LIMIT_GLOBAL_PER_HOUR": 1,
+}
+
+
 def check_choices(config: dict[str, Any]) -> None:
-    """Refuse settings outside their allowed values, naming the variable."""
+    """Refuse settings outside their allowed values, naming the variable.
+
+    A setting given as a string (an override passed to ``create_app``) is read as the
+    environment would be, so ``"0"`` is off and ``"abc"`` is refused for a number.
+    """
+    for name, (_default, kind) in SETTINGS.items():
+        if kind is not str and isinstance(config.get(name), str):
+            config[name] = _cast(name, config[name], kind)
+    for name, minimum in THROTTLE_MINIMUMS.items():
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{name} must be a whole number of at least {minimum} "
+                              f"(it is {value!r}).")
     for name, allowed in (("IDP_ENV", ("development", "production")),
                           ("IDP_MAIL_BACKEND", MAIL_BACKENDS),
                           ("IDP_SMS_BACKEND", SMS_BACKENDS),
@@ -125,6 +149,9 @@ def check_choices(config: dict[str, Any]) -> None:
         raise ConfigError("IDP_SMS_BACKEND=twilio needs IDP_TWILIO_ACCOUNT_SID, "
                           "IDP_TWILIO_AUTH_TOKEN and IDP_TWILIO_FROM_NUMBER or "
                           "IDP_TWILIO_MESSAGING_SERVICE_SID.")
+    for name in ("IDP_SMS_WEBHOOK_URL", "IDP_TWILIO_BASE_URL"):
+        if config[name] and not config[name].startswith(("https://", "http://")):
+            raise ConfigError(f"{name} must start with https:// or http://.")
 
 
 def check_production(config: dict[str, Any]) -> None:

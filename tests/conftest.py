@@ -26,8 +26,11 @@ passwords.configure(time_cost=1, memory_cost=1024)
 
 
 def base_config(tmp_path, **overrides):
+    """Settings for a test app. Plugins are off unless a test turns them on, so the core's
+    tests prove the core alone; the MFA tests set ``IDP_PLUGINS="plugins.mfa"``."""
     config = {
         "TESTING": True,
+        "IDP_PLUGINS": "",
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "IDP_ISSUER": ISSUER,
         "IDP_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
@@ -247,3 +250,45 @@ def rp(app):
 @pytest.fixture
 def alice(app):
     return make_user("alice")
+
+
+# --- mail servers on loopback (see tests/smtp_server.py) -------------------------------------
+
+@pytest.fixture(scope="session")
+def smtp_tls_files(tmp_path_factory):
+    """A CA and a server certificate for 127.0.0.1 and localhost, signed by it."""
+    from tests.smtp_server import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("smtp-tls"))
+
+
+@pytest.fixture
+def smtp_server(smtp_tls_files):
+    """Start a real SMTP server: ``smtp_server(security="none"|"starttls"|"tls",
+    login=(user, password), rcpt_reply="550 ...", data_reply="451 ...")``. Its ``messages``
+    are what arrived and ``settings()`` the IdP settings to send there. Stopped after the test.
+    """
+    from tests.smtp_server import SmtpServer
+
+    started = []
+
+    def start(security="none", **kwargs):
+        if security != "none":
+            kwargs.setdefault("tls_files", smtp_tls_files)
+        server = SmtpServer(security, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def silent_server():
+    """A loopback TCP server that accepts connections and never answers."""
+    from tests.smtp_server import SilentServer
+
+    server = SilentServer().start()
+    yield server
+    server.stop()

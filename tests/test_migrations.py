@@ -1,5 +1,6 @@
 """The Alembic migrations build exactly the schema the models describe, both ways."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
@@ -8,6 +9,11 @@ from sqlalchemy import inspect
 from idp import create_app
 from idp.extensions import db
 from tests.conftest import base_config
+
+
+@pytest.fixture
+def app_config():
+    return {"IDP_PLUGINS": "plugins.mfa"}  # the plugin's tables are migrated too
 
 
 def test_migrations_match_the_models(app):

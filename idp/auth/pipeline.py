@@ -149,8 +149,14 @@ class Step:
     name: str = ""
     endpoint: str = ""
     prompt_none_error: str = "interaction_required"
+    #: A silent step has no page: when it is needed the pipeline calls ``run_silently``
+    #: (which must make it no longer needed) and runs again. Also under ``prompt=none``.
+    silent: bool = False
 
     def needed(self, ctx: SignInContext) -> str | None:
+        raise NotImplementedError
+
+    def run_silently(self, ctx: SignInContext) -> None:
         raise NotImplementedError
 
 

@@ -268,6 +268,15 @@ def resume(pending: PendingAuthorization):
     ctx = load_context(pending, session)
     prompt_none = "none" in ctx.prompts
     found = pipeline().next_step(ctx)
+    for _ in range(len(pipeline().steps)):
+        if found is None or not found[0].silent:
+            break
+        step, reason = found
+        audit.record("sign_in_step", user_id=ctx.user.id if ctx.user else None,
+                     client_id=pending.client_id, step=step.name, reason=reason)
+        step.run_silently(ctx)
+        ctx = load_context(pending, current_session())
+        found = pipeline().next_step(ctx)
     if found is not None:
         step, reason = found
         audit.record("sign_in_step", user_id=ctx.user.id if ctx.user else None,

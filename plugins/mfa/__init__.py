@@ -1,26 +1,68 @@
 """The multifactor-authentication plugin.
 
-It plugs into the sign-in pipeline through ``idp.plugins``; switch it off by leaving it out
-of ``IDP_PLUGINS``.
+It registers, through ``idp.plugins``, its sign-in steps (enrollment offer, email
+verification, method choice, remembered device, challenge, Modify MFA Options), its pages,
+the ``urn:idp:acr:mfa`` level and the NIST AAL2 alias, the per-client settings
+``--mfa-policy`` and ``--remembered-devices`` and the ``idp mfa`` commands. Leave it out of
+``IDP_PLUGINS`` to switch it off.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import click
 from flask import Flask
 
-from idp.plugins import PluginRegistry
+from idp.plugins import ClientSetting, PluginRegistry
+
+
+def _apply_policy(settings: dict, params: dict) -> None:
+    if params.get("mfa_policy") is not None:
+        settings["mfa_policy"] = params["mfa_policy"]
+
+
+def _apply_devices(settings: dict, params: dict) -> None:
+    if params.get("remembered_devices") is not None:
+        settings["remembered_devices"] = params["remembered_devices"]
 
 
 class MfaPlugin:
     name = "mfa"
     default_config: dict[str, tuple[Any, type]] = {
         "IDP_MFA_REQUIRED_FROM": ("2025-03-06", str),
+        "IDP_PASSCODE_MAX_ATTEMPTS": (5, int),
+        "IDP_MFA_MAX_FAILURES": (10, int),
+        "IDP_MFA_LOCKOUT_SECONDS": (15 * 60, int),
+        "IDP_REMEMBER_DEVICE_DAYS": (30, int),
+        "IDP_EMAIL_LINK_MINUTES": (30, int),
     }
 
     def init_app(self, app: Flask, registry: PluginRegistry) -> None:
-        app.extensions["idp.mfa"] = self
+        from plugins.mfa import models  # noqa: F401 - the tables
+        from plugins.mfa.cli import mfa_cli
+        from plugins.mfa.policy import ACR_LEVELS
+        from plugins.mfa.routes import bp
+        from plugins.mfa.steps import STEPS
+
+        for step in STEPS:
+            registry.add_step(step)
+        for level in ACR_LEVELS:
+            registry.add_acr_level(level)
+        registry.add_blueprint(bp)
+        registry.add_cli_group(mfa_cli)
+        registry.add_client_setting(ClientSetting(
+            name="mfa_policy",
+            options=[click.Option(["--mfa-policy"], type=click.Choice(["always", "cohort"]),
+                                  help="MFA for every account, or per the account's cohort.")],
+            apply=_apply_policy, default="cohort"))
+        registry.add_client_setting(ClientSetting(
+            name="remembered_devices",
+            options=[click.Option(["--remembered-devices/--no-remembered-devices"],
+                                  default=None,
+                                  help="Whether a remembered device may skip the passcode.")],
+            apply=_apply_devices, default=True))
+        app.jinja_env.globals["mfa_help"] = True
 
 
 plugin = MfaPlugin()

@@ -1,0 +1,78 @@
+"""``idp mfa``: help-desk commands."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask.cli import with_appcontext
+
+from idp import audit
+from idp.extensions import db
+from idp.models import User
+
+
+def _user(username: str) -> User:
+    user = db.session.scalar(db.select(User).filter_by(username=username))
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}.")
+    return user
+
+
+@click.group("mfa", help="Multifactor authentication: status and resets for the help desk.")
+def mfa_cli():
+    pass
+
+
+@mfa_cli.command("status")
+@click.argument("username")
+@with_appcontext
+def status(username):
+    """Show a user's MFA enrollment (masked), remembered devices and lock-out."""
+    from idp.delivery import mask_email, mask_phone
+    from plugins.mfa import devices, lockout, policy
+    from plugins.mfa.factors import RecoveryFactor
+
+    user = _user(username)
+    factors = []
+    for row in policy.enrolled_factors(user.id):
+        shown = (mask_phone(row.destination) if row.kind == "sms"
+                 else mask_email(row.destination) if row.kind == "email" else None)
+        factors.append({"kind": row.kind, "destination": shown,
+                        "added": row.created_at.isoformat()})
+    until = lockout.locked_until(user.id)
+    click.echo(json.dumps({
+        "username": user.username,
+        "mandatory": policy.enrollment_mandatory(user),
+        "mfa_email": mask_email(policy.mfa_email(user)) if policy.mfa_email(user) else None,
+        "factors": factors,
+        "recovery_codes_left": RecoveryFactor.remaining(user.id),
+        "remembered_devices": len(devices.devices_of(user.id)),
+        "locked_until": until.isoformat() if until else None,
+    }, indent=2))
+
+
+@mfa_cli.command("reset")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def reset(username, yes):
+    """Remove every factor, recovery code and remembered device of a user (lost phone)."""
+    from sqlalchemy import delete
+
+    from plugins.mfa import devices
+    from plugins.mfa.models import MfaAccount, MfaFactor, RecoveryCode
+
+    user = _user(username)
+    if not yes:
+        click.confirm(f"Reset MFA for {username}? They will enroll again at their next sign-in.",
+                      abort=True)
+    db.session.execute(delete(MfaFactor).where(MfaFactor.user_id == user.id))
+    db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    devices.forget(user.id, None, reason="admin_reset")
+    account = db.session.get(MfaAccount, user.id)
+    if account is not None:
+        account.enrolled_at, account.failures, account.locked_until = None, 0, None
+    audit.record("mfa_reset", user_id=user.id)
+    db.session.commit()
+    click.echo(f"MFA reset for {username}.")

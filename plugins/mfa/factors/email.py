@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from idp.delivery import mask_email, send_email
+from plugins.mfa.factors.base import Factor
+
+
+class EmailFactor(Factor):
+    kind = "email"
+    label = "Email"
+    amr = ("email", "otp")
+    group = "email"
+    aal2 = False  # an email inbox is not a NIST AAL2 authenticator
+    sends_code = True
+
+    def describe(self, destination):
+        return f"the email address {mask_email(destination)}"
+
+    def send(self, destination: str, code: str, user_id: int, client=None) -> None:
+        send_email(destination, "passcode", {"code": code}, kind="passcode", user_id=user_id,
+                   client=client)

@@ -1,0 +1,64 @@
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, RadioField, StringField, SubmitField
+from wtforms.validators import DataRequired, Email, InputRequired, Length
+
+
+class OfferForm(FlaskForm):
+    enroll = SubmitField("Enroll in MFA")
+    not_now = SubmitField("Not Now")
+
+
+class VerifyEmailChoiceForm(FlaskForm):
+    choice = RadioField(
+        "Use this email for MFA?",
+        choices=[("yes", "Yes"), ("no", "No, I'd like to change my email")],
+        validators=[InputRequired("Choose Yes or No.")],
+    )
+    submit = SubmitField("Continue")
+
+
+class EmailForm(FlaskForm):
+    email = EmailField("Email", validators=[
+        DataRequired("Enter an email address."),
+        Email("Enter an email address like name@example.com."), Length(max=320)])
+    submit = SubmitField("Send Email Link")
+
+
+class ContinueForm(FlaskForm):
+    submit = SubmitField("Continue")
+
+
+class MethodForm(FlaskForm):
+    method = RadioField("Choose Your MFA Method", choices=[
+        ("sms", "SMS"), ("email", "Email"), ("totp", "Authentication app")],
+        validators=[InputRequired("Choose a method.")])
+    submit = SubmitField("Continue")
+
+
+class PhoneForm(FlaskForm):
+    phone = StringField("Phone Number", validators=[
+        DataRequired("Enter your mobile phone number."), Length(max=30)])
+    submit = SubmitField("Send Passcode")
+
+
+class PasscodeForm(FlaskForm):
+    passcode = StringField("Passcode", validators=[
+        DataRequired("Enter the passcode."), Length(max=20)])
+    remember = BooleanField("Remember this device", default=True)
+    submit = SubmitField("Submit")
+
+
+class ResendForm(FlaskForm):
+    resend = SubmitField("Resend")
+
+
+class ModifyForm(FlaskForm):
+    option = RadioField("What would you like to change?", choices=[
+        ("phone", "Phone"), ("email", "Email"), ("totp", "Authentication app"),
+        ("recovery", "Recovery codes")], validators=[InputRequired("Choose an option.")])
+    submit = SubmitField("Continue")
+    cancel = SubmitField("Cancel")
+
+
+class ForgetDevicesForm(FlaskForm):
+    forget_all = SubmitField("Forget all devices")

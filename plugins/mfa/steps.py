@@ -1,0 +1,107 @@
+"""The MFA plugin's sign-in steps, in pipeline order: the enrollment offer, email
+verification, method choice (enrollment), a remembered device (silent), the challenge, and
+Modify MFA Options. Each answers "needed?" with a reason string or None."""
+
+from __future__ import annotations
+
+from idp.auth.pipeline import SignInContext, Step
+from idp.auth.sessions import record_authentication
+from idp.timeutil import utcnow
+from plugins.mfa import devices, policy
+
+STATE = "mfa"
+
+
+def state(ctx: SignInContext) -> dict:
+    return ctx.step_state(STATE)
+
+
+def update_state(ctx: SignInContext, **values) -> None:
+    current = state(ctx)
+    current.update(values)
+    ctx.save_state(STATE, current)
+
+
+def enrolling(ctx: SignInContext) -> bool:
+    return ctx.user is not None and bool(state(ctx).get("enrolling")) and not policy.is_enrolled(
+        ctx.user.id
+    )
+
+
+class EnrollOfferStep(Step):
+    name = "mfa_offer"
+    endpoint = "mfa.offer"
+
+    def needed(self, ctx):
+        if ctx.user is None or policy.is_enrolled(ctx.user.id) or state(ctx).get("enrolling"):
+            return None
+        reason, optional = policy.enrollment_reason(ctx)
+        if optional and (state(ctx).get("not_now") or not ctx.logged_in_this_interaction):
+            # Asked again at a later sign-in, not at every single sign-on.
+            return None
+        return reason
+
+
+class VerifyEmailStep(Step):
+    name = "mfa_verify_email"
+    endpoint = "mfa.verify_email"
+
+    def needed(self, ctx):
+        if enrolling(ctx) and policy.mfa_email(ctx.user) is None:
+            return "email_unverified"
+        return None
+
+
+class ChooseMethodStep(Step):
+    name = "mfa_enroll"
+    endpoint = "mfa.enroll"
+
+    def needed(self, ctx):
+        return "no_factor" if enrolling(ctx) else None
+
+
+class RememberedDeviceStep(Step):
+    name = "mfa_remembered_device"
+    silent = True
+
+    def needed(self, ctx):
+        if ctx.user is None or not policy.is_enrolled(ctx.user.id):
+            return None
+        need = policy.requirement(ctx)
+        if need is not None and need.device_ok and devices.current_device(ctx.user.id):
+            return "remembered_device"
+        return None
+
+    def run_silently(self, ctx):
+        device = devices.current_device(ctx.user.id)
+        device.last_used_at = utcnow()
+        record_authentication(ctx.user, {"method": policy.REMEMBERED_DEVICE,
+                                         "amr": [policy.REMEMBERED_DEVICE], "factor": None})
+
+
+class ChallengeStep(Step):
+    name = "mfa_challenge"
+    endpoint = "mfa.challenge"
+
+    def needed(self, ctx):
+        if ctx.user is None or not policy.is_enrolled(ctx.user.id):
+            return None
+        need = policy.requirement(ctx)
+        return need.reason if need is not None else None
+
+
+class ModifyStep(Step):
+    name = "mfa_modify"
+    endpoint = "mfa.modify"
+
+    def needed(self, ctx):
+        current = state(ctx)
+        if ctx.user is not None and current.get("modify_requested") and current.get(
+            "challenge_passed"
+        ):
+            return "modify_requested"
+        return None
+
+
+STEPS = [EnrollOfferStep(), VerifyEmailStep(), ChooseMethodStep(), RememberedDeviceStep(),
+         ChallengeStep(), ModifyStep()]
