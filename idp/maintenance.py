@@ -10,6 +10,7 @@ from idp.extensions import db
 from idp.models import (
     AuthorizationCode,
     PendingAuthorization,
+    RateCounter,
     SessionClient,
     SsoSession,
     Token,
@@ -43,6 +44,10 @@ def prune(now: datetime | None = None) -> dict[str, int]:
             Token.expires_at < cutoff,
             or_(Token.refresh_expires_at.is_(None), Token.refresh_expires_at < cutoff,
                 and_(Token.revoked_at.is_not(None), Token.revoked_at < cutoff)),
+        ),
+        # The longest send window is a day: an older counter holds no live event.
+        "rate_counters": delete(RateCounter).where(
+            RateCounter.updated_at < now - timedelta(days=2)
         ),
         "session_clients": delete(SessionClient).where(
             SessionClient.session_id.in_(ended_sessions)

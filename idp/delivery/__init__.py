@@ -14,12 +14,17 @@ Kinds of message and the throttles they meet:
 - ``notice`` (security notices): no passcode limit.
 
 Every SMS also counts against ``IDP_SMS_LIMIT_PER_PHONE`` per 24 hours and the global
-``IDP_SMS_LIMIT_GLOBAL_PER_HOUR`` breaker, which stops SMS (email keeps working).
+``IDP_SMS_LIMIT_GLOBAL_PER_HOUR`` breaker, which stops SMS (email keeps working). A refused
+send counts against nothing; a send the provider did not take is taken back from the interval
+and the account's passcodes (the user may retry at once) but still counts for the SMS limits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import time
 from typing import Any
 
 from flask import current_app, render_template
@@ -29,7 +34,6 @@ from idp.delivery.mail import MAIL_BACKENDS, TransportError, build_message, rend
 from idp.delivery.phone import PhoneNumberError, mask_email, mask_phone, normalize_us_phone
 from idp.delivery.sms import SMS_BACKENDS
 from idp.extensions import db
-from idp.security import digest
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +66,16 @@ def _base_context(client=None) -> dict[str, Any]:
     }
 
 
+def _destination_key(destination: str) -> str:
+    """A keyed digest of a destination: rate-limit keys never show an address or a number
+    (a plain hash of a phone number is easily reversed)."""
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, destination.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
 def _limits(channel: str, destination: str, kind: str, user_id: int | None):
     config = current_app.config
-    dest = digest(destination.lower())
+    dest = _destination_key(destination)
     limits = []
     if kind in ("passcode", "link"):
         limits.append(ratelimit.Limit("destination", f"{kind}:dest:{dest}", 1,
@@ -81,29 +92,40 @@ def _limits(channel: str, destination: str, kind: str, user_id: int | None):
     return limits
 
 
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
 def _throttle_message(limit_name: str, channel: str, kind: str, masked: str,
                       retry_after: int) -> str:
     if limit_name == "destination":
         what = "A code" if kind == "passcode" else "A link"
         return (f"{what} was sent to {masked} less than "
                 f"{current_app.config['IDP_PASSCODE_RESEND_SECONDS']} seconds ago and is still "
-                f"valid. Wait {retry_after} seconds before asking for another.")
+                f"valid. Wait {_plural(retry_after, 'second')} before asking for another.")
     if limit_name == "account":
         minutes = max(1, (retry_after + 59) // 60)
-        return (f"Too many codes were sent for your account. Try again in {minutes} "
-                "minutes, or use another method.")
+        return (f"Too many codes were sent for your account. Try again in "
+                f"{_plural(minutes, 'minute')}, or use another method.")
     if limit_name == "phone":
-        return ("Too many text messages were sent to this number today. Try again later, "
-                "or use another method.")
+        hours = max(1, (retry_after + 3599) // 3600)
+        return ("Too many text messages were sent to this number today. Try again in "
+                f"{_plural(hours, 'hour')}, or use another method, such as email.")
     return "Text messages are unavailable right now. Use another method, such as email."
 
 
 def _check_throttles(channel: str, destination: str, masked: str, kind: str,
-                     user_id: int | None) -> None:
-    refused = ratelimit.hit(_limits(channel, destination, kind, user_id))
+                     user_id: int | None) -> tuple[list[ratelimit.Limit], float]:
+    """Count this send against its throttles (committed), or raise ThrottledError.
+
+    Returns the limits and the time the send was counted at, so a failed send can be
+    taken back."""
+    limits = _limits(channel, destination, kind, user_id)
+    at = time.time()
+    refused = ratelimit.hit(limits, at)
     if refused is None:
         db.session.commit()
-        return
+        return limits, at
     limit, retry_after = refused
     db.session.rollback()
     if limit.name == "global":
@@ -117,8 +139,12 @@ def _check_throttles(channel: str, destination: str, masked: str, kind: str,
 
 
 def _failed(channel: str, kind: str, masked: str, user_id: int | None, backend: str,
-            exc: TransportError) -> DeliveryError:
+            exc: TransportError, counted: tuple[list[ratelimit.Limit], float]) -> DeliveryError:
     db.session.rollback()
+    # Nothing reached the user: the send does not hold back their retry (the interval to
+    # the destination, the account's passcodes). The SMS limits keep counting it.
+    limits, at = counted
+    ratelimit.forget([limit for limit in limits if limit.name in ("destination", "account")], at)
     log.warning("%s %s to %s failed via %s: %s", channel, kind, masked, backend, exc)
     audit.record("delivery_failed", user_id=user_id, channel=channel, kind=kind, to=masked,
                  backend=backend, error=str(exc))
@@ -143,12 +169,17 @@ def send_email(to: str, template: str, context: dict[str, Any] | None = None, *,
     assert kind in KINDS
     masked = mask_email(to)
     subject, text, html = render_email(template, {**_base_context(client), **(context or {})})
-    _check_throttles("email", to, masked, kind, user_id)
+    try:
+        message = build_message(to, subject, text, html)
+    except ValueError:
+        raise DeliveryError("This email address can't be used. Check it and try again, or "
+                            "choose another method.", "invalid recipient address") from None
+    counted = _check_throttles("email", to, masked, kind, user_id)
     backend = MAIL_BACKENDS[current_app.config["IDP_MAIL_BACKEND"]]()
     try:
-        backend.send(build_message(to, subject, text, html), kind)
+        backend.send(message, kind)
     except TransportError as exc:
-        raise _failed("email", kind, masked, user_id, backend.name, exc) from None
+        raise _failed("email", kind, masked, user_id, backend.name, exc, counted) from None
     _sent("email", kind, masked, user_id, backend.name)
 
 
@@ -161,10 +192,10 @@ def send_sms(to: str, template: str, context: dict[str, Any] | None = None, *,
     masked = mask_phone(to)
     body = " ".join(render_template(f"sms/{template}.txt",
                                     **{**_base_context(client), **(context or {})}).split())
-    _check_throttles("sms", to, masked, kind, user_id)
+    counted = _check_throttles("sms", to, masked, kind, user_id)
     backend = SMS_BACKENDS[current_app.config["IDP_SMS_BACKEND"]]()
     try:
         backend.send(to, body, kind)
     except TransportError as exc:
-        raise _failed("sms", kind, masked, user_id, backend.name, exc) from None
+        raise _failed("sms", kind, masked, user_id, backend.name, exc, counted) from None
     _sent("sms", kind, masked, user_id, backend.name)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid, parseaddr
+from email.utils import formatdate, make_msgid, parseaddr
 
 from flask import current_app, render_template
 
@@ -27,12 +28,18 @@ def render_email(template: str, context: dict) -> tuple[str, str, str]:
 
 
 def build_message(to: str, subject: str, text: str, html: str) -> EmailMessage:
+    """A text and HTML message from ``IDP_MAIL_FROM`` (shown with the brand name unless it
+    names its own sender). Raises ValueError when ``to`` is not exactly one address."""
     config = current_app.config
     message = EmailMessage()
     name, address = parseaddr(config["IDP_MAIL_FROM"])
-    message["From"] = formataddr((name or config["IDP_BRAND_NAME"], address))
-    message["To"] = str(Address(addr_spec=to))
+    message["From"] = Address(display_name=name or config["IDP_BRAND_NAME"], addr_spec=address)
+    try:
+        message["To"] = Address(addr_spec=to)
+    except (ValueError, HeaderParseError) as exc:
+        raise ValueError(f"not one email address: {exc}") from None
     message["Subject"] = subject
+    message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = make_msgid(domain=address.partition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text)
@@ -40,7 +47,69 @@ def build_message(to: str, subject: str, text: str, html: str) -> EmailMessage:
     return message
 
 
+def _describe(exc: BaseException, where: str, timeout: float) -> str:
+    """What went wrong, for operators: never the message, the password or a full address."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {where} not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed: {exc.reason or type(exc).__name__}"
+    if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == 530:
+        return f"{where} requires a login, see IDP_SMTP_USERNAME ({exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return f"{where} refused the login ({exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({str(code) for code, _ in exc.recipients.values()})
+        return f"{where} refused the recipient ({', '.join(codes)})"
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return f"{where} refused the sender ({exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPDataError):
+        return f"{where} refused the message ({exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{where} answered {exc.smtp_code}"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return f"{where}: {exc}"
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return f"no answer from {where} within {timeout:g} seconds (timed out)"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return f"{where} closed the connection"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where}: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, UnicodeError):
+        return f"{where}: the login or a header is not plain ASCII ({type(exc).__name__})"
+    return f"{where}: {type(exc).__name__}"
+
+
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """Certificates checked against ``ca_file`` (PEM), or the system's store without one."""
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise TransportError(f"cannot use IDP_SMTP_CA_FILE {ca_file}: {reason}") from None
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """One login with the first mechanism both sides know (``SMTP.login`` tries every
+    mechanism in turn, so a wrong password would count as several failures)."""
+    smtp.ehlo_or_helo_if_needed()
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("the server offers no login (AUTH)")
+    offered = smtp.esmtp_features["auth"].upper().split()
+    mechanism = next((m for m in ("CRAM-MD5", "PLAIN", "LOGIN") if m in offered), None)
+    if mechanism is None:
+        raise smtplib.SMTPNotSupportedError(f"no login mechanism in common ({' '.join(offered)})")
+    smtp.user, smtp.password = user, password
+    authobject = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
+    smtp.auth(mechanism, authobject)
+
+
 class SmtpBackend:
+    """SMTP with ``IDP_SMTP_SECURITY`` none, starttls (required, the certificate checked
+    before any login) or tls (implicit), an optional login, and a timeout on every step.
+    A message is offered once: a failure is reported, never retried."""
+
     name = "smtp"
 
     def send(self, message: EmailMessage, kind: str) -> None:
@@ -48,20 +117,30 @@ class SmtpBackend:
         host, port = config["IDP_SMTP_HOST"], config["IDP_SMTP_PORT"]
         timeout = config["IDP_SMTP_TIMEOUT"]
         security = config["IDP_SMTP_SECURITY"]
-        context = ssl.create_default_context(cafile=config["IDP_SMTP_CA_FILE"] or None)
+        where = f"SMTP server {host}:{port}"
+        context = None
+        if security in ("starttls", "tls"):
+            context = _tls_context(config["IDP_SMTP_CA_FILE"])
+        smtp = None
         try:
             if security == "tls":
                 smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
             else:
                 smtp = smtplib.SMTP(host, port, timeout=timeout)
-            with smtp:
-                if security == "starttls":
-                    smtp.starttls(context=context)
-                if config["IDP_SMTP_USERNAME"]:
-                    smtp.login(config["IDP_SMTP_USERNAME"], config["IDP_SMTP_PASSWORD"])
-                smtp.send_message(message)
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise TransportError(f"SMTP {host}:{port}: {type(exc).__name__}") from None
+            if security == "starttls":
+                smtp.starttls(context=context)
+            if config["IDP_SMTP_USERNAME"]:
+                _login(smtp, config["IDP_SMTP_USERNAME"], config["IDP_SMTP_PASSWORD"])
+            smtp.send_message(message)
+        except (smtplib.SMTPException, OSError, UnicodeError) as exc:
+            if smtp is not None:
+                smtp.close()
+            raise TransportError(_describe(exc, where, timeout)) from None
+        # The server took the message: trouble saying goodbye does not make it unsent.
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
 
 
 class OutboxMailBackend:

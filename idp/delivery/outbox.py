@@ -9,13 +9,16 @@ import re
 
 from flask import Blueprint, jsonify, render_template, request
 from markupsafe import Markup, escape
+from sqlalchemy import func
 
+from idp.delivery.phone import PhoneNumberError, normalize_us_phone
 from idp.extensions import db
 from idp.models import OutboxMessage
 
 bp = Blueprint("outbox", __name__, url_prefix="/dev")
 
-URL = re.compile(r"https?://[^\s<>\"']+")
+# A URL, without the punctuation that ends the sentence around it.
+URL = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]")
 
 
 def linkify(text: str) -> Markup:
@@ -29,11 +32,22 @@ def linkify(text: str) -> Markup:
     return Markup("").join(out)
 
 
+def _recipient(to: str) -> str:
+    """The stored form of ``?to=``: an address as given, a phone number in E.164."""
+    to = to.strip()
+    if "@" in to:
+        return to
+    try:
+        return normalize_us_phone(to)
+    except PhoneNumberError:
+        return to
+
+
 def _messages(limit: int = 100) -> list[OutboxMessage]:
     query = db.select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
     to = request.args.get("to")
     if to:
-        query = query.where(OutboxMessage.recipient == to)
+        query = query.where(func.lower(OutboxMessage.recipient) == _recipient(to).lower())
     return list(db.session.scalars(query))
 
 

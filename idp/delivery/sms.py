@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -25,15 +26,34 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirect)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], what: str) -> bytes:
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+def _error_code(exc: urllib.error.HTTPError) -> str:
+    """`` (code N)`` from a provider's JSON error body, if it has one. Only the number: the
+    provider's message may repeat the phone number."""
     try:
-        with _opener.open(request, timeout=current_app.config["IDP_SMS_TIMEOUT"]) as response:
+        code = json.loads(exc.read(10_000)).get("code")
+    except (ValueError, AttributeError, OSError, http.client.HTTPException):
+        return ""
+    finally:
+        exc.close()
+    return f" (code {code})" if isinstance(code, int) else ""
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], what: str) -> bytes:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise TransportError(f"{what} URL must start with https:// or http://")
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+    timeout = current_app.config["IDP_SMS_TIMEOUT"]
+    try:
+        with _opener.open(request, timeout=timeout) as response:
             return response.read(100_000)
     except urllib.error.HTTPError as exc:
-        raise TransportError(f"{what} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise TransportError(f"{what} unreachable: {type(exc).__name__}") from None
+        raise TransportError(f"{what} answered HTTP {exc.code}{_error_code(exc)}") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        cause = getattr(exc, "reason", None)
+        cause = cause if isinstance(cause, BaseException) else exc
+        if isinstance(cause, TimeoutError):
+            raise TransportError(f"{what} timed out after {timeout:g} s") from None
+        raise TransportError(f"{what} unreachable: {type(cause).__name__}") from None
 
 
 class OutboxSmsBackend:
