@@ -10,6 +10,8 @@ export IDP_ISSUER ?= http://127.0.0.1:5000
 export IDP_DEV_OUTBOX ?= 1
 IDP_PORT ?= 5000
 IDP_WORKERS ?= 2
+# Access log lines carry the path without the query string, where link tokens travel.
+ACCESS_LOG_FORMAT := %(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss
 
 .PHONY: run test lint clean
 
@@ -37,7 +39,7 @@ run: $(VENV)/.installed
 	@if [ "$$IDP_DEV_OUTBOX" = 1 ]; then echo "Messages (outbox):  $(IDP_ISSUER)/dev/outbox"; fi
 	@echo
 	exec $(BIN)/gunicorn --bind 127.0.0.1:$(IDP_PORT) --workers $(IDP_WORKERS) \
-		--access-logfile - wsgi:app
+		--access-logfile - --access-logformat '$(ACCESS_LOG_FORMAT)' wsgi:app
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
