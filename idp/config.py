@@ -50,6 +50,10 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_TWILIO_MESSAGING_SERVICE_SID": ("", str),
     "IDP_TWILIO_BASE_URL": ("https://api.twilio.com", str),
     "IDP_DEV_OUTBOX": (False, bool),
+    # Password attempts
+    "IDP_LOGIN_LIMIT_PER_USER": (10, int),
+    "IDP_LOGIN_LIMIT_PER_ADDRESS": (100, int),
+    "IDP_LOGIN_LIMIT_WINDOW": (15 * 60, int),
     # Send throttles (DESIGN §6)
     "IDP_PASSCODE_RESEND_SECONDS": (30, int),
     "IDP_SEND_LIMIT_PER_ACCOUNT": (5, int),
@@ -113,6 +117,9 @@ THROTTLE_MINIMUMS = {
     "IDP_SEND_LIMIT_WINDOW": 1,
     "IDP_SMS_LIMIT_PER_PHONE": 1,
     "IDP_SMS_LIMIT_GLOBAL_PER_HOUR": 1,
+    "IDP_LOGIN_LIMIT_PER_USER": 1,
+    "IDP_LOGIN_LIMIT_PER_ADDRESS": 1,
+    "IDP_LOGIN_LIMIT_WINDOW": 1,
 }
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
-from flask import Blueprint, redirect, render_template
+import math
+import time
 
-from idp import audit
+from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
+from flask import Blueprint, current_app, redirect, render_template, request
+
+from idp import audit, ratelimit
 from idp.auth.forms import ConsentForm, LoginForm, TermsForm
 from idp.auth.sessions import current_session, record_authentication
 from idp.auth.steps import CONSENT_SCOPES
+from idp.crypto import keyed_digest
 from idp.extensions import db
 from idp.models import Client, Consent, TermsAcceptance, User
 from idp.oauth.authorize import deny, load_pending, resume_url
@@ -17,6 +21,18 @@ from idp.security import digest
 from idp.timeutil import utcnow
 
 bp = Blueprint("auth", __name__)
+
+
+def login_limits(username: str) -> list[ratelimit.Limit]:
+    """Password attempts per user name (whether it exists or not) and per address."""
+    config = current_app.config
+    window = config["IDP_LOGIN_LIMIT_WINDOW"]
+    return [
+        ratelimit.Limit("user", "login:user:" + keyed_digest(username, "login"),
+                        config["IDP_LOGIN_LIMIT_PER_USER"], window),
+        ratelimit.Limit("address", "login:ip:" + keyed_digest(request.remote_addr or "", "login"),
+                        config["IDP_LOGIN_LIMIT_PER_ADDRESS"], window),
+    ]
 
 PASSWORD_EVENT = {"method": "pwd", "amr": ["pwd"], "factor": "password"}
 LOGIN_FAILED = "The user name or password you entered is incorrect."
@@ -36,6 +52,21 @@ def login(pending_id: str):
     error = None
     if form.validate_on_submit():
         username = form.username.data
+        limits = login_limits(username)
+        attempt_at = time.time()
+        refused = ratelimit.hit(limits, now=attempt_at)
+        if refused is not None:
+            db.session.rollback()
+            limit, retry_after = refused
+            audit.record("login_throttled", client_id=client.client_id, limit=limit.name,
+                         retry_after=retry_after)
+            db.session.commit()
+            minutes = max(1, math.ceil(retry_after / 60))
+            error = (f"Too many sign-in attempts. For your security, wait {minutes} "
+                     f"minute{'s' if minutes != 1 else ''} and try again.")
+            return render_template("idp/login.html", form=form, client=client,
+                                   error=error), 429
+        db.session.commit()
         user = None if "\x00" in username else db.session.scalar(
             db.select(User).filter_by(username=username)
         )
@@ -44,6 +75,7 @@ def login(pending_id: str):
         if ok and user is not None and not user.disabled:
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)
+            ratelimit.forget(limits, attempt_at)  # only failures count
             record_authentication(user, PASSWORD_EVENT)
             pending.user_id, pending.login_at = user.id, utcnow()
             audit.record("login_succeeded", user_id=user.id, client_id=client.client_id)
