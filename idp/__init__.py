@@ -82,6 +82,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     cli.init_app(app, registry)
 
+    if app.config["IDP_PROXY_COUNT"] > 0:
+        # Behind a load balancer: trust that many X-Forwarded-For/-Proto hops, no more.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["IDP_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
     @app.get("/healthz")
     def healthz():
         return {"status": "ok"}

@@ -30,6 +30,7 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_BACKCHANNEL_TIMEOUT": (3.0, float),
     "IDP_CLIENT_ASSERTION_LEEWAY": (60, int),
     "IDP_LOG_LEVEL": ("INFO", str),
+    "IDP_PROXY_COUNT": (0, int),
     # Message delivery
     "IDP_MAIL_BACKEND": ("outbox", str),
     "IDP_MAIL_FROM": ("no-reply@localhost", str),

@@ -5,7 +5,7 @@ import pytest
 
 from idp.extensions import db
 from idp.models import AuditEvent
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, forms
 
 
 @pytest.fixture
@@ -51,3 +51,19 @@ def test_a_throttled_user_name_does_not_affect_another(oidc, rp, alice):
     for _ in range(3):
         attempt(oidc, rp[0], "mallory", "wrong")
     assert attempt(oidc, rp[0], "alice", PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("app_config", [{"IDP_PROXY_COUNT": 1, "IDP_LOGIN_LIMIT_PER_ADDRESS": 2,
+                                         "IDP_LOGIN_LIMIT_PER_USER": 50}])
+def test_behind_a_proxy_the_forwarded_address_is_limited_not_the_proxy(oidc, rp, alice):
+    def attempt_from(address):
+        page = oidc.http.get(oidc.authorize(rp[0]).headers["Location"])
+        fields = forms(page.get_data(as_text=True))[0]["fields"]
+        data = {**fields, "username": "guess", "password": "wrong", "submit": "1"}
+        return oidc.http.post(page.request.path, data=data,
+                              headers={"X-Forwarded-For": address})
+
+    assert attempt_from("203.0.113.7").status_code == 400
+    assert attempt_from("203.0.113.7").status_code == 400
+    assert attempt_from("203.0.113.7").status_code == 429
+    assert attempt_from("198.51.100.9").status_code == 400
