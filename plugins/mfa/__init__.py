@@ -9,6 +9,7 @@ the ``urn:idp:acr:mfa`` level and the NIST AAL2 alias, the per-client settings
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import click
@@ -25,6 +26,17 @@ def _apply_policy(settings: dict, params: dict) -> None:
 def _apply_devices(settings: dict, params: dict) -> None:
     if params.get("remembered_devices") is not None:
         settings["remembered_devices"] = params["remembered_devices"]
+
+
+def _check_cutoff(value: str) -> None:
+    """A cutoff that is not a date would fail every sign-in: refuse to start instead."""
+    from idp.config import ConfigError
+
+    try:
+        date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"IDP_MFA_REQUIRED_FROM must be a date like 2025-03-06 "
+                          f"(it is {value!r}).") from None
 
 
 class MfaPlugin:
@@ -45,6 +57,7 @@ class MfaPlugin:
         from plugins.mfa.routes import bp
         from plugins.mfa.steps import STEPS
 
+        _check_cutoff(app.config["IDP_MFA_REQUIRED_FROM"])
         for step in STEPS:
             registry.add_step(step)
         for level in ACR_LEVELS:

@@ -37,6 +37,9 @@ def remember(user_id: int) -> RememberedDevice:
     """Remember this browser for ``user_id``; the cookie is set on the response."""
     token = random_token(32)
     now = utcnow()
+    previous = current_device(user_id)
+    if previous is not None:
+        previous.forgotten_at = now  # this browser gets a new token: one entry per browser
     agent = request.user_agent.string or "Unknown browser"
     device = RememberedDevice(user_id=user_id, token_digest=digest(token), label=agent[:200],
                               created_at=now, last_used_at=now, expires_at=now + _lifetime())

@@ -1,6 +1,35 @@
+import re
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, RadioField, StringField, SubmitField
-from wtforms.validators import DataRequired, Email, InputRequired, Length
+from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
+
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def is_email_address(text: str | None) -> bool:
+    """``name@example.com``: one plain address (no display name, spaces or quoting), with a
+    domain of at least two labels whose last is alphabetic."""
+    local, at, domain = (text or "").rpartition("@")
+    if not at or len(local) > 64 or not _LOCAL_PART.fullmatch(local):
+        return False
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = domain.split(".")
+    return (len(labels) >= 2 and len(domain) <= 253 and labels[-1].isalpha()
+            and all(_DOMAIN_LABEL.fullmatch(label) for label in labels))
+
+
+class EmailAddress:
+    def __init__(self, message: str):
+        self.message = message
+
+    def __call__(self, form, field):
+        if not is_email_address((field.data or "").strip()):
+            raise ValidationError(self.message)
 
 
 class OfferForm(FlaskForm):
@@ -20,7 +49,7 @@ class VerifyEmailChoiceForm(FlaskForm):
 class EmailForm(FlaskForm):
     email = EmailField("Email", validators=[
         DataRequired("Enter an email address."),
-        Email("Enter an email address like name@example.com."), Length(max=320)])
+        EmailAddress("Enter an email address like name@example.com."), Length(max=320)])
     submit = SubmitField("Send Email Link")
 
 

@@ -61,6 +61,17 @@ def issue(user_id: int, pending_id: str, factor: str, purpose: str, destination:
     return code
 
 
+def revoke(user_id: int, pending_id: str, factor: str, purpose: str) -> None:
+    """Kill the live codes of this sign-in and factor (say, one that was never delivered)."""
+    db.session.execute(
+        update(Passcode)
+        .where(Passcode.user_id == user_id, Passcode.pending_id == pending_id,
+               Passcode.factor == factor, Passcode.purpose == purpose,
+               Passcode.used_at.is_(None), Passcode.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
 def verify(user_id: int, pending_id: str, factor: str, purpose: str, destination: str,
            answer: str) -> Outcome:
     """Check ``answer`` against the live code; a right answer uses the code atomically, so
@@ -74,9 +85,10 @@ def verify(user_id: int, pending_id: str, factor: str, purpose: str, destination
     answer = "".join(ch for ch in (answer or "") if not ch.isspace())
     if not (len(answer) == 6 and answer.isascii() and answer.isdigit()
             and hmac.compare_digest(_digest(answer), row.code_digest)):
+        tries = row.attempts + 1  # read before the update, which refreshes ``row``
         db.session.execute(update(Passcode).where(Passcode.id == row.id)
                            .values(attempts=Passcode.attempts + 1))
-        return Outcome.WRONG if row.attempts + 1 < max_attempts else Outcome.EXHAUSTED
+        return Outcome.WRONG if tries < max_attempts else Outcome.EXHAUSTED
     used = db.session.execute(
         update(Passcode)
         .where(Passcode.id == row.id, Passcode.used_at.is_(None), Passcode.revoked_at.is_(None),

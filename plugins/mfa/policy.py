@@ -52,6 +52,14 @@ def is_enrolled(user_id: int) -> bool:
     return db.session.scalar(db.select(MfaFactor.id).filter_by(user_id=user_id)) is not None
 
 
+def aal2_possible(user_id: int) -> bool:
+    """Whether an enrolled factor can meet the AAL2 alias (email cannot; recovery codes are
+    a last resort, not a way to step up)."""
+    from plugins.mfa.factors import FACTORS
+
+    return any(FACTORS[f.kind].aal2 for f in enrolled_factors(user_id) if f.kind in FACTORS)
+
+
 def mfa_email(user) -> str | None:
     account = db.session.get(MfaAccount, user.id)
     if account is None or account.mfa_email_verified_at is None:
@@ -130,7 +138,15 @@ def requirement(ctx) -> Requirement | None:
     since = freshness(ctx)
     device_ok = client_allows_remembered_devices(client) and ACR_AAL2 not in wanted
     if ACR_AAL2 in wanted and not aal2_met(session, client, since):
-        return Requirement("acr_not_met", device_ok=False)
+        if aal2_possible(ctx.user.id):
+            return Requirement("acr_not_met", device_ok=False)
+        essential = set(ctx.acr_request.essential)
+        if essential and essential <= {ACR_AAL2}:
+            # No factor of this account can give what the client insists on: no pointless
+            # passcode; the authorization answers unmet_authentication_requirements.
+            return None
+        # Otherwise the sign-in goes on at the MFA level: asking again for a factor that
+        # cannot meet AAL2 would never end.
     if mfa_met(session, client, since):
         return None
     if ACR_MFA in wanted:

@@ -53,7 +53,7 @@ from plugins.mfa.forms import (
     VerifyEmailChoiceForm,
 )
 from plugins.mfa.models import EmailVerification, MfaFactor
-from plugins.mfa.steps import state, update_state
+from plugins.mfa.steps import STATE, enrolling, state, update_state
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,16 @@ def _send_code(ctx, kind: str, destination: str, purpose: str) -> str | None:
         FACTORS[kind].send(destination, code, ctx.user.id, ctx.client)
     except ThrottledError as exc:
         if exc.reason == "throttled:destination":
+            if passcodes.live_code(ctx.user.id, ctx.pending.id, kind, purpose, destination):
+                return exc.user_message  # a Resend too soon: the code sent is still valid
             # The code sent moments ago belongs to another sign-in: it cannot be used here.
             return (f"A passcode was sent to {FACTORS[kind].describe(destination)} moments "
                     f"ago. Wait {exc.retry_after} seconds, then select Resend.")
         return exc.user_message
     except DeliveryError as exc:
+        # Never delivered: it must not pass for "the passcode already sent".
+        passcodes.revoke(ctx.user.id, ctx.pending.id, kind, purpose)
+        db.session.commit()
         return exc.user_message
     audit.record("mfa_passcode_sent", user_id=ctx.user.id, client_id=ctx.client.client_id,
                  factor=kind, purpose=purpose)
@@ -184,6 +189,18 @@ def _login_first(ctx):
     return redirect(resume_url(ctx.pending))
 
 
+def _setup_purpose(ctx) -> str | None:
+    """Why this sign-in may set up a factor now: ``enroll`` (enrolling, with the MFA email
+    verified first) or ``modify`` (Modify MFA Options, after passing the challenge). None
+    otherwise: a password alone never adds a factor, whatever URL is opened."""
+    current = state(ctx)
+    if current.get("modify_requested") and current.get("challenge_passed"):
+        return "modify"
+    if enrolling(ctx) and policy.mfa_email(ctx.user) is not None:
+        return "enroll"
+    return None
+
+
 # --- enrollment ---------------------------------------------------------------------------
 
 
@@ -231,12 +248,20 @@ def _send_link(ctx, address: str, purpose: str) -> str | None:
         user_id=ctx.user.id, pending_id=ctx.pending.id, address=address,
         token_digest=digest(token), expires_at=utcnow() + timedelta(minutes=minutes),
     ))
+    before = {k: state(ctx).get(k) for k in ("link_sent_to", "link_purpose")}
     update_state(ctx, link_sent_to=address, link_purpose=purpose)
     try:
         send_email(address, "verify_email", {"link": _link_url(token), "link_minutes": minutes},
                    kind="link", user_id=ctx.user.id, client=ctx.client)
     except DeliveryError as exc:
-        return exc.user_message
+        # Nothing was sent: the page must not say it waits for this link.
+        update_state(ctx, **before)
+        db.session.commit()
+        if isinstance(exc, ThrottledError):
+            return exc.user_message
+        return (f"We couldn't send the email to {mask_email(address)} just now. Try again in "
+                "a moment, or use a different email address. Nothing you have done so far is "
+                "lost.")
     audit.record("mfa_email_link_sent", user_id=ctx.user.id, client_id=ctx.client.client_id,
                  to=mask_email(address), purpose=purpose)
     db.session.commit()
@@ -250,6 +275,7 @@ def _email_page(ctx, purpose: str, endpoint: str):
     choice, email_form, continue_form = (VerifyEmailChoiceForm(prefix="c"),
                                          EmailForm(prefix="e"), ContinueForm(prefix="k"))
     resend_form = ResendForm(prefix="r")
+    change = change or bool(request.method == "POST" and email_form.submit.data)
     error = None
     if request.method == "POST":
         if continue_form.submit.data and continue_form.validate():
@@ -295,6 +321,9 @@ def verify_email(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
+    if not enrolling(ctx):
+        # An enrolled account's MFA email changes only through Modify MFA Options.
+        return _resume(ctx)
     return _email_page(ctx, "enroll", "mfa.verify_email")
 
 
@@ -306,9 +335,12 @@ def email_link():
         db.select(EmailVerification).filter_by(token_digest=digest(token))
     ) if len(token) < 100 else None
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
-        raise InteractionError(
-            "This link has expired or was used already. Go back to the sign-in page and "
-            "select Resend to get a new link.", title="Link expired")
+        # An MFA page like the others: the app's name and help, when the link is known.
+        pending = db.session.get(PendingAuthorization, row.pending_id) if (
+            row is not None and row.pending_id) else None
+        client = db.session.scalar(db.select(Client).filter_by(
+            client_id=pending.client_id)) if pending else None
+        return render_template("mfa/link_expired.html", client=client), 400
     row.used_at = utcnow()
     account = lockout.account_for(row.user_id)
     previous = account.mfa_email if account.mfa_email_verified_at else None
@@ -334,10 +366,14 @@ def email_link():
                        kind="notice", user_id=row.user_id, client=client)
     except DeliveryError as exc:
         log.warning("confirmation email not sent: %s", exc.reason)
-    return render_template(
-        "mfa/email_verified.html", client=client,
-        continue_url=url_for("mfa.verify_email", pending_id=pending.id) if same_browser else None,
-    )
+    continue_url = None
+    if same_browser:
+        # Continue goes on from the page that sent the link, as its own Continue does.
+        modify = (pending.state or {}).get(STATE, {}).get("link_purpose") == "modify"
+        continue_url = url_for("mfa.modify_email" if modify else "mfa.verify_email",
+                               pending_id=pending.id)
+    return render_template("mfa/email_verified.html", client=client, continue_url=continue_url,
+                           continue_form=ContinueForm(prefix="k"))
 
 
 @bp.route("/enroll/<pending_id>", methods=["GET", "POST"])
@@ -345,6 +381,8 @@ def enroll(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
+    if _setup_purpose(ctx) != "enroll":
+        return _resume(ctx)
     form = MethodForm()
     form.method.choices = [(k, FACTORS[k].label) for k in ENROLLABLE]
     error = None
@@ -366,7 +404,9 @@ def phone(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
-    purpose = "modify" if state(ctx).get("modify_requested") else "enroll"
+    purpose = _setup_purpose(ctx)
+    if purpose is None:
+        return _resume(ctx)
     form = PhoneForm()
     error = None
     if form.validate_on_submit():
@@ -390,7 +430,8 @@ def passcode(pending_id: str):
     current = state(ctx)
     kind, destination = current.get("code_factor"), current.get("code_destination")
     purpose = current.get("code_purpose")
-    if purpose not in ("enroll", "modify") or kind not in ("sms", "email"):
+    if (purpose not in ("enroll", "modify") or kind not in ("sms", "email")
+            or purpose != _setup_purpose(ctx)):
         return _resume(ctx)
     form, error = PasscodeForm(), None
     if lockout.locked_until(ctx.user.id):
@@ -405,7 +446,8 @@ def passcode(pending_id: str):
                  error=error, where=FACTORS[kind].describe(destination), kind=kind,
                  resend_url=url_for("mfa.resend", pending_id=pending_id),
                  other_number_url=url_for("mfa.phone", pending_id=pending_id)
-                 if kind == "sms" else None, show_modify=False)
+                 if kind == "sms" else None, show_modify=False,
+                 modify_cancel=purpose == "modify")
 
 
 def _factor_confirmed(ctx, kind: str, destination: str, purpose: str, remember: bool):
@@ -442,7 +484,9 @@ def resend(pending_id: str):
     kind, destination = current.get("code_factor"), current.get("code_destination")
     purpose = current.get("code_purpose") or "challenge"
     target = "mfa.challenge" if purpose == "challenge" else "mfa.passcode"
-    if form.validate_on_submit() and kind in ("sms", "email") and destination:
+    if lockout.locked_until(ctx.user.id):
+        pass  # no code during a cool-down: it could not be used; the page says why
+    elif form.validate_on_submit() and kind in ("sms", "email") and destination:
         error = _send_code(ctx, kind, destination, purpose)
         flash(error or f"We sent a new passcode to {FACTORS[kind].describe(destination)}.",
               "error" if error else "info")
@@ -455,6 +499,9 @@ def app(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
+    purpose = _setup_purpose(ctx)
+    if purpose is None:
+        return _resume(ctx)
     factor: TotpFactor = FACTORS["totp"]
     current = state(ctx)
     if not current.get("totp_secret"):
@@ -468,7 +515,6 @@ def app(pending_id: str):
     elif form.validate_on_submit():
         step = factor.matching_step(secret, form.passcode.data)
         if step is not None:
-            purpose = "modify" if current.get("modify_requested") else "enroll"
             _save_factor(ctx, "totp", secret_encrypted=factor.encrypt_secret(secret),
                          last_step=step)
             _passed(ctx, "totp", form.remember.data, enrolling=False, totp_secret=None,
@@ -484,7 +530,7 @@ def app(pending_id: str):
         error = _failure_message(ctx, None).replace("passcode", "code")
     uri = factor.provisioning_uri(secret, ctx.user.username)
     return _page("mfa/app.html", ctx, form=form, error=error, secret=secret,
-                 qr=factor.qr_svg(uri))
+                 qr=factor.qr_svg(uri), modify_cancel=purpose == "modify")
 
 
 # --- the challenge ------------------------------------------------------------------------
@@ -498,12 +544,24 @@ def _available(user_id: int) -> list[str]:
     return kinds
 
 
+def _aal2_step_up(ctx) -> bool:
+    """The client asks for the AAL2 alias, not met yet, and the account can meet it."""
+    return (policy.ACR_AAL2 in ctx.acr_request.all
+            and not policy.aal2_met(ctx.session, ctx.client, policy.freshness(ctx))
+            and policy.aal2_possible(ctx.user.id))
+
+
 @bp.route("/challenge/<pending_id>", methods=["GET", "POST"])
 def challenge(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
     available = _available(ctx.user.id)
+    if _aal2_step_up(ctx):
+        # Only a factor that meets AAL2 ends this challenge: offer no other.
+        available = [k for k in available if FACTORS[k].aal2]
+    if not available:
+        return _resume(ctx)  # no factor left (an MFA reset meanwhile): the pipeline decides
     current = state(ctx)
     wanted = request.args.get("factor")
     kind = wanted if wanted in available else current.get("challenge_factor")
@@ -617,6 +675,8 @@ def modify_email(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
+    if _setup_purpose(ctx) != "modify":
+        return _resume(ctx)
     return _email_page(ctx, "modify", "mfa.modify_email")
 
 
