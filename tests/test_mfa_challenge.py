@@ -11,6 +11,7 @@ import re
 import pytest
 
 from idp.extensions import db
+from plugins.mfa import lockout
 from plugins.mfa.factors import TotpFactor, totp
 from plugins.mfa.models import MfaAccount, MfaFactor, Passcode
 from tests.conftest import forms, make_user
@@ -378,6 +379,9 @@ def test_thirty_parallel_submissions_of_the_right_code_give_exactly_one_success(
     for i, response in enumerate(responses):
         if i not in winners and response.status_code == 200:
             assert heading(response) == CHALLENGE
+
+    # The submissions that lost the race guessed nothing: the account is not cooling down.
+    assert lockout.locked_until(enrolled.user.id) is None
 
     winner = tabs[winners[0]]
     claims = claims_of(winner, cohort_rp, winner.go(responses[winners[0]]))
@@ -777,3 +781,13 @@ def test_sign_out_then_sign_in_on_the_same_browser_without_a_remembered_device_i
     claims = claims_of(mfa, cohort_rp, pass_challenge(mfa, page, remember=False))
     assert set(claims["amr"]) == {"pwd", "sms", "otp", "mfa"}
     assert challenge_reasons(enrolled.user.id) == ["new_device", "new_device"]
+
+
+def test_passing_the_challenge_on_a_new_device_sends_a_sign_in_notice(mfa, enrolled, cohort_rp):
+    before = len(mfa.mail.messages)
+    pass_challenge(mfa, mfa.start(cohort_rp[0]))
+    notices = [m for m in mfa.mail.messages[before:]
+               if m.message["Subject"] == "New sign-in to your account"]
+    assert len(notices) == 1
+    assert notices[0].rcpt_tos == ["alice@example.com"]
+    assert "new device" in notices[0].text

@@ -806,16 +806,15 @@ def test_an_email_passcode_does_not_meet_the_aal2_alias(mfa, new_user, cohort_rp
     assert claims["amr"] == ["pwd", "email", "otp", "mfa"]
 
 
-def test_an_email_passcode_cannot_satisfy_an_essential_aal2_request(mfa, new_user, cohort_rp):
+def test_enrollment_offers_only_aal2_factors_when_aal2_is_essential(mfa, new_user, cohort_rp):
     rp, _ = cohort_rp
     claims_param = json.dumps({"id_token": {"acr": {"essential": True, "values": [ACR_AAL2]}}})
-    page = mfa.choose_method(to_methods(mfa, rp, claims=claims_param), "email")
-    page = mfa.submit_passcode(page, mfa.email_passcode())
+    page = to_methods(mfa, rp, claims=claims_param)
 
-    params = mfa.finish(mfa.continue_from_recovery_codes(page))
-
-    assert params["error"] == "unmet_authentication_requirements"
-    assert "code" not in params
+    html = page.get_data(as_text=True)
+    assert heading(page) == "Choose Your MFA Method"
+    assert 'value="sms"' in html and 'value="totp"' in html
+    assert 'value="email"' not in html
 
 
 def test_an_sms_passcode_meets_the_aal2_alias_when_asked(mfa, new_user, cohort_rp):

@@ -475,3 +475,21 @@ def test_modify_email_waits_on_a_page_that_can_cancel_and_changes_nothing(
     params = mfa.finish(mfa.post_form(page, {"cancel": "Cancel"}, index=2))
     assert "code" in params, params
     assert mfa_account(enrolled.user).mfa_email == "alice@example.com"
+
+
+def test_modify_email_adds_an_email_factor_to_an_sms_only_account(
+        mfa, enrolled, cohort_rp, browser):
+    rp = cohort_rp[0]
+    page = change_mfa_email(mfa, rp)
+    mfa.http.get(mfa.email_link(to=NEW_MFA_EMAIL))
+    mfa.finish(mfa.continue_after_link(page))
+    db.session.expire_all()
+    kinds = {f.kind: f.destination for f in db.session.scalars(
+        db.select(MfaFactor).filter_by(user_id=enrolled.user.id))}
+    assert kinds.get("email") == NEW_MFA_EMAIL
+    age_send_counters(3600)
+    other = browser()
+    page = other.click(challenge(other, rp), "Email")
+    assert "the email address a********@example.org" in page.get_data(as_text=True)
+    params = other.finish(other.submit_passcode(page, other.email_passcode(to=NEW_MFA_EMAIL)))
+    assert "code" in params, params

@@ -131,15 +131,23 @@ def freshness(ctx) -> int | None:
     return max(bounds) if bounds else None
 
 
+def aal2_step_up(ctx) -> bool:
+    """The client asks for the AAL2 alias, it is not met yet, and the account can meet it:
+    only an AAL2 factor may end this challenge."""
+    return (ACR_AAL2 in ctx.acr_request.all
+            and not aal2_met(ctx.session, ctx.client, freshness(ctx))
+            and aal2_possible(ctx.user.id))
+
+
 def requirement(ctx) -> Requirement | None:
     """What the sign-in still needs from an enrolled user's second factor, if anything."""
     session, client = ctx.session, ctx.client
     wanted = set(ctx.acr_request.all)
     since = freshness(ctx)
     device_ok = client_allows_remembered_devices(client) and ACR_AAL2 not in wanted
+    if aal2_step_up(ctx):
+        return Requirement("acr_not_met", device_ok=False)
     if ACR_AAL2 in wanted and not aal2_met(session, client, since):
-        if aal2_possible(ctx.user.id):
-            return Requirement("acr_not_met", device_ok=False)
         essential = set(ctx.acr_request.essential)
         if essential and essential <= {ACR_AAL2}:
             # No factor of this account can give what the client insists on: no pointless

@@ -89,12 +89,14 @@ def _passed(ctx, kind: str, remember: bool, **extra_state) -> None:
 
 def _failure_message(ctx, outcome: passcodes.Outcome | None) -> str:
     """Count a failed check; the message says what to do next."""
+    if outcome is passcodes.Outcome.EXPIRED:
+        # No live code to guess at (expired, or just used by a parallel submission of the
+        # right code): not a failure of the person.
+        return "This passcode has expired or was replaced. Select Resend to get a new one."
     until = lockout.record_failure(ctx.user.id)
     db.session.commit()
     if until is not None:
         return _locked_message(ctx)
-    if outcome is passcodes.Outcome.EXPIRED:
-        return "This passcode has expired or was replaced. Select Resend to get a new one."
     if outcome is passcodes.Outcome.EXHAUSTED:
         return "Too many wrong tries for this passcode. Select Resend to get a new one."
     return "The passcode you entered is not correct. Check it and try again."
@@ -345,13 +347,18 @@ def email_link():
     account = lockout.account_for(row.user_id)
     previous = account.mfa_email if account.mfa_email_verified_at else None
     account.mfa_email, account.mfa_email_verified_at = row.address, utcnow()
+    pending = db.session.get(PendingAuthorization, row.pending_id) if row.pending_id else None
     email_factor = _factor(row.user_id, "email")
     if email_factor is not None and email_factor.destination != row.address:
         email_factor.destination = row.address
         devices.forget(row.user_id, None, reason="factor_changed")
+    elif email_factor is None and pending is not None and (
+            (pending.state or {}).get("mfa", {}).get("link_purpose") == "modify"):
+        # Modify MFA Options → Email adds the email factor when there was none.
+        db.session.add(MfaFactor(user_id=row.user_id, kind="email", destination=row.address))
+        audit.record("mfa_factor_added", user_id=row.user_id, factor="email")
     audit.record("mfa_email_verified", user_id=row.user_id, to=mask_email(row.address))
     db.session.commit()
-    pending = db.session.get(PendingAuthorization, row.pending_id) if row.pending_id else None
     client = db.session.scalar(db.select(Client).filter_by(
         client_id=pending.client_id)) if pending else None
     same_browser = (pending is not None and pending.completed_at is None
@@ -384,7 +391,11 @@ def enroll(pending_id: str):
     if _setup_purpose(ctx) != "enroll":
         return _resume(ctx)
     form = MethodForm()
-    form.method.choices = [(k, FACTORS[k].label) for k in ENROLLABLE]
+    kinds = ENROLLABLE
+    if policy.ACR_AAL2 in ctx.acr_request.essential:
+        # The client insists on AAL2: offer only the factors that can give it.
+        kinds = [k for k in ENROLLABLE if FACTORS[k].aal2]
+    form.method.choices = [(k, FACTORS[k].label) for k in kinds]
     error = None
     if form.validate_on_submit():
         kind = form.method.data
@@ -544,20 +555,13 @@ def _available(user_id: int) -> list[str]:
     return kinds
 
 
-def _aal2_step_up(ctx) -> bool:
-    """The client asks for the AAL2 alias, not met yet, and the account can meet it."""
-    return (policy.ACR_AAL2 in ctx.acr_request.all
-            and not policy.aal2_met(ctx.session, ctx.client, policy.freshness(ctx))
-            and policy.aal2_possible(ctx.user.id))
-
-
 @bp.route("/challenge/<pending_id>", methods=["GET", "POST"])
 def challenge(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
     available = _available(ctx.user.id)
-    if _aal2_step_up(ctx):
+    if policy.aal2_step_up(ctx):
         # Only a factor that meets AAL2 ends this challenge: offer no other.
         available = [k for k in available if FACTORS[k].aal2]
     if not available:
@@ -623,10 +627,13 @@ def _challenge_passed(ctx, kind: str, remember: bool):
     audit.record("mfa_challenge_passed", user_id=ctx.user.id, client_id=ctx.client.client_id,
                  factor=kind)
     db.session.commit()
+    notice_to = [policy.mfa_email(ctx.user) or ctx.user.email]
     if kind == "recovery":
         remaining = RecoveryFactor.remaining(ctx.user.id)
-        _notify(ctx, "recovery_code_used", {"remaining": remaining},
-                emails=[policy.mfa_email(ctx.user) or ctx.user.email])
+        _notify(ctx, "recovery_code_used", {"remaining": remaining}, emails=notice_to)
+    else:
+        _notify(ctx, "new_device_sign_in",
+                {"when": utcnow().strftime("%B %-d, %Y at %H:%M UTC")}, emails=notice_to)
     return _resume(ctx)
 
 
