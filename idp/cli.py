@@ -409,6 +409,32 @@ def users_create(username, email, phone, name, created_at, password_stdin):
     _echo_json(out)
 
 
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def users_set_password(username, password_stdin):
+    """Give a user a new password (printed when none is given). Their sessions end, their
+    remembered devices are forgotten and a notice goes to their email."""
+    from idp.accounts import change_password
+
+    user = db.session.scalar(db.select(User).filter_by(username=username))
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}.")
+    generated = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 8:
+            raise click.ClickException("The password must have at least 8 characters.")
+    else:
+        password = generated = secrets.token_urlsafe(12)
+    ended = change_password(user, password, source="cli")
+    out = {"username": username, "sessions_ended": ended}
+    if generated:
+        out["password"] = generated
+    _echo_json(out)
+
+
 @users.command("list")
 @with_appcontext
 def users_list():

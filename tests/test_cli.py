@@ -631,3 +631,27 @@ def test_console_script_migrates_and_seeds_a_fresh_database(tmp_path):
         clients = conn.execute("SELECT count(*) FROM clients").fetchone()[0]
     assert users == ["olduser", "newuser"]
     assert clients == 3
+
+
+def test_users_set_password_changes_it_and_ends_the_users_sessions(runner, oidc, rp, alice):
+    from tests.conftest import PASSWORD
+
+    oidc.sign_in(rp[0])
+    result = runner.invoke(args=["users", "set-password", "alice", "--password-stdin"],
+                           input="another good password\n")
+    assert result.exit_code == 0, result.output
+    assert '"sessions_ended": 1' in result.output
+    page = oidc.http.get(oidc.authorize(rp[0]).headers["Location"])
+    assert "Log In" in page.get_data(as_text=True)
+    refused = oidc.submit(page, {"username": "alice", "password": PASSWORD}, button="submit")
+    assert refused.status_code == 400
+    accepted = oidc.submit(refused, {"username": "alice", "password": "another good password"},
+                           button="submit")
+    assert accepted.status_code == 302
+
+
+def test_users_set_password_for_an_unknown_user_fails_cleanly(runner, app):
+    result = runner.invoke(args=["users", "set-password", "nobody"])
+    assert result.exit_code != 0
+    assert "No user named 'nobody'" in result.output
+    assert "Traceback" not in result.output

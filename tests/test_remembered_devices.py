@@ -421,3 +421,21 @@ class TestShorterRememberedDeviceLifetime:
         claims = claims_of(mfa, cohort_rp, pass_challenge(mfa, page, remember=False))
         assert claims["acr"] == ACR_MFA
 
+
+
+def test_a_password_change_forgets_every_device_ends_sessions_and_sends_a_notice(
+        runner, mfa, enrolled, cohort_rp):
+    remember_this_browser(mfa, cohort_rp)
+    assert len(devices(enrolled.user.id)) == 1
+
+    result = runner.invoke(args=["users", "set-password", "alice", "--password-stdin"],
+                           input="a brand new password\n")
+
+    assert result.exit_code == 0, result.output
+    assert devices(enrolled.user.id) == []
+    assert audit_events("devices_forgotten", enrolled.user.id)[-1].detail["reason"] == (
+        "password_changed")
+    assert any(m.message["Subject"] == "Your password was changed" for m in mfa.mail.messages)
+    # The session ended: the password is asked again, then (no device) the passcode.
+    page = mfa.start(cohort_rp[0], password="a brand new password")
+    assert heading(page) == CHALLENGE

@@ -16,6 +16,7 @@ import click
 from flask import Flask
 
 from idp.plugins import ClientSetting, PluginRegistry
+from idp.signals import password_changed
 
 
 def _apply_policy(settings: dict, params: dict) -> None:
@@ -37,6 +38,12 @@ def _check_cutoff(value: str) -> None:
     except (TypeError, ValueError):
         raise ConfigError(f"IDP_MFA_REQUIRED_FROM must be a date like 2025-03-06 "
                           f"(it is {value!r}).") from None
+
+
+def _forget_devices_of(app, user, **extra) -> None:
+    from plugins.mfa import devices
+
+    devices.forget(user.id, None, reason="password_changed")
 
 
 class MfaPlugin:
@@ -75,7 +82,7 @@ class MfaPlugin:
                                   default=None,
                                   help="Whether a remembered device may skip the passcode.")],
             apply=_apply_devices, default=True))
-        app.jinja_env.globals["mfa_help"] = True
+        password_changed.connect(_forget_devices_of, app)
 
 
 plugin = MfaPlugin()
