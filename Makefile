@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-# Defaults for the embedded setup; any IDP_* variable already set in the environment wins.
-export IDP_ENV ?= development
-export IDP_ISSUER ?= http://127.0.0.1:5000
-export IDP_DEV_OUTBOX ?= 1
+# Defaults of `make run` (the embedded setup); any IDP_* variable already set in the
+# environment wins. They are not given to `make test`: the tests set their own.
+run: export IDP_ENV ?= development
+run: export IDP_ISSUER ?= http://127.0.0.1:5000
+run: export IDP_DEV_OUTBOX ?= 1
+IDP_ISSUER ?= http://127.0.0.1:5000
 IDP_PORT ?= 5000
 IDP_WORKERS ?= 2
 # Access log lines carry the path without the query string, where link tokens travel.
@@ -30,15 +32,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/idp db upgrade
 	$(BIN)/idp demo seed
-	@echo
-	@echo "Identity provider:  $(IDP_ISSUER)"
-	@echo "Discovery:          $(IDP_ISSUER)/.well-known/openid-configuration"
-	@echo "Demo accounts:      olduser / Demo-Password-1 (created 2024-05-01)"
-	@echo "                    newuser / Demo-Password-1 (created 2025-06-01)"
-	@echo "Demo client secrets: instance/demo_clients.json"
-	@if [ "$$IDP_DEV_OUTBOX" = 1 ]; then echo "Messages (outbox):  $(IDP_ISSUER)/dev/outbox"; fi
-	@echo
-	exec $(BIN)/gunicorn --bind 127.0.0.1:$(IDP_PORT) --workers $(IDP_WORKERS) \
+	exec $(BIN)/python -m examples.run_demo --idp-url http://127.0.0.1:$(IDP_PORT) -- \
+		$(BIN)/gunicorn --bind 127.0.0.1:$(IDP_PORT) --workers $(IDP_WORKERS) \
 		--access-logfile - --access-logformat '$(ACCESS_LOG_FORMAT)' wsgi:app
 
 test: $(VENV)/.installed-test

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 import shutil
 from html.parser import HTMLParser
@@ -20,6 +21,10 @@ from idp.security import digest
 
 ISSUER = "http://localhost"
 PASSWORD = "correct horse battery"
+
+# The tests choose their own settings: none leaks in from the shell that runs them.
+for _name in [n for n in os.environ if n.startswith("IDP_")]:
+    del os.environ[_name]
 
 # Cheap argon2id parameters keep the suite fast; production parameters are the library's.
 passwords.configure(time_cost=1, memory_cost=1024)
