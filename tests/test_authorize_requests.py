@@ -661,7 +661,7 @@ def test_forged_id_token_hint_is_refused_with_invalid_request(oidc, rp, alice):
     header, payload, signature = genuine.split(".")
     tampered_payload = jwt.encode({"alg": "RS256"}, {**claims, "sub": "someone-else"},
                                   stranger).split(".")[1]
-    own_key = RSAKey.import_key(keys.active_key().private_jwk)
+    own_key = keys.private_key(keys.active_key())
     forged = [
         "not-a-token",
         _sign(claims, stranger, kid),

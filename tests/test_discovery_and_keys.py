@@ -309,3 +309,14 @@ def test_keys_persist_across_a_restart(tmp_path, app, client, oidc, rp, alice):
         claims = jwt.decode(token, KeySet.import_key_set(published_after)).claims
         assert claims["sub"] == sub
         db.session.remove()
+
+
+def test_signing_keys_are_encrypted_at_rest(client, app):
+    from idp.models import SigningKey
+    from idp.oauth import keys
+
+    row = keys.active_key()
+    private = keys.private_key(row).as_dict(private=True)
+    stored = db.session.scalar(db.select(SigningKey.private_jwk_encrypted).filter_by(kid=row.kid))
+    assert private["d"] not in stored and private["p"] not in stored
+    assert row.kid in client.get("/jwks.json").get_data(as_text=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.extensions import db
@@ -21,7 +21,8 @@ class SigningKey(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     kid: Mapped[str] = mapped_column(String(100), unique=True)
     alg: Mapped[str] = mapped_column(String(20), default="RS256")
-    private_jwk: Mapped[dict] = mapped_column(JSON)
+    # The private key as JSON, encrypted with IDP_ENCRYPTION_KEY (see idp.crypto).
+    private_jwk_encrypted: Mapped[str] = mapped_column(Text)
     public_jwk: Mapped[dict] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

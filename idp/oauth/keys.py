@@ -5,11 +5,14 @@ A retired key stays in the JWKS until every ID token it signed has expired.
 
 from __future__ import annotations
 
+import functools
+import json
 from datetime import timedelta
 
 from flask import current_app
 from joserfc.jwk import KeySet, RSAKey
 
+from idp.crypto import InvalidToken, decrypt, encrypt
 from idp.extensions import db
 from idp.models import SigningKey
 from idp.timeutil import utcnow
@@ -20,7 +23,7 @@ def _new_key() -> SigningKey:
     return SigningKey(
         kid=key.kid,
         alg="RS256",
-        private_jwk=key.as_dict(private=True),
+        private_jwk_encrypted=encrypt(json.dumps(key.as_dict(private=True))),
         public_jwk=key.as_dict(private=False),
         active=True,
     )
@@ -74,5 +77,21 @@ def verification_keyset() -> KeySet:
     return KeySet.import_key_set(jwks())
 
 
+def private_key(row: SigningKey) -> RSAKey:
+    """The usable private key of a stored signing key (decrypted once per process)."""
+    return _decrypted(row.kid, row.private_jwk_encrypted)
+
+
+@functools.lru_cache(maxsize=16)
+def _decrypted(kid: str, encrypted: str) -> RSAKey:
+    try:
+        return RSAKey.import_key(json.loads(decrypt(encrypted)))
+    except InvalidToken:
+        raise RuntimeError(
+            f"Signing key {kid} cannot be decrypted: IDP_ENCRYPTION_KEY (or, without it, "
+            "IDP_SECRET_KEY) is not the one the key was stored with."
+        ) from None
+
+
 def signing_jwk() -> RSAKey:
-    return RSAKey.import_key(active_key().private_jwk)
+    return private_key(active_key())

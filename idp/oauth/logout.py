@@ -11,7 +11,6 @@ import urllib.request
 from authlib.oidc.rpinitiated import EndSessionEndpoint as _EndSessionEndpoint
 from flask import current_app, g, request
 from joserfc import jwt
-from joserfc.jwk import RSAKey
 
 from idp import audit
 from idp.auth.sessions import current_session, end_session
@@ -69,7 +68,7 @@ def logout_token(client_id: str, sub: str, sid: str) -> str:
         "events": {BACKCHANNEL_EVENT: {}},
     }
     header = {"alg": "RS256", "kid": key.kid, "typ": "logout+jwt"}
-    return jwt.encode(header, claims, RSAKey.import_key(key.private_jwk))
+    return jwt.encode(header, claims, keys.private_key(key))
 
 
 def send_pending_logouts() -> None:

@@ -298,9 +298,8 @@ class OpenIDCode(oidc_grants.OpenIDCode):
         return g.idp_signing_key
 
     def resolve_client_private_key(self, client):
-        from joserfc.jwk import RSAKey
 
-        return RSAKey.import_key(self._key().private_jwk)
+        return keys.private_key(self._key())
 
     def get_client_algorithm(self, client):
         return "RS256"

@@ -60,7 +60,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kid', sa.String(length=100), nullable=False),
     sa.Column('alg', sa.String(length=20), nullable=False),
-    sa.Column('private_jwk', sa.JSON(), nullable=False),
+    sa.Column('private_jwk_encrypted', sa.Text(), nullable=False),
     sa.Column('public_jwk', sa.JSON(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
