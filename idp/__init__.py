@@ -16,7 +16,7 @@ ROOT = Path(os.environ.get("IDP_HOME") or Path(__file__).resolve().parent.parent
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create the application; ``test_config`` overrides settings from the environment."""
     from idp import config as settings
-    from idp import errors
+    from idp import errors, logs
     from idp.auth.acr import PASSWORD_LEVEL, AcrLadder
     from idp.auth.pipeline import Pipeline
     from idp.auth.steps import ConsentStep, PasswordStep, TermsStep
@@ -45,7 +45,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     settings.check_production(app.config)
 
-    logging.basicConfig(level=app.config["IDP_LOG_LEVEL"])
+    if not app.config["IDP_LOG_FORMAT"]:
+        production = app.config["IDP_ENV"] == "production"
+        app.config["IDP_LOG_FORMAT"] = "json" if production else "text"
+    logs.configure(app)
     _configure_flask(app, settings)
 
     db.init_app(app)
@@ -91,7 +94,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        """The process is up (no dependency is checked)."""
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        """The database answers; no detail is given either way."""
+        from sqlalchemy import text
+
+        try:
+            db.session.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            logging.getLogger("idp.readyz").warning("database not reachable", exc_info=True)
+            db.session.rollback()
+            return {"status": "unavailable"}, 503
+        return {"status": "ready"}
 
     @app.after_request
     def security_headers(response):

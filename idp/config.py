@@ -30,6 +30,7 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_BACKCHANNEL_TIMEOUT": (3.0, float),
     "IDP_CLIENT_ASSERTION_LEEWAY": (60, int),
     "IDP_LOG_LEVEL": ("INFO", str),
+    "IDP_LOG_FORMAT": ("", str),
     "IDP_PROXY_COUNT": (0, int),
     # Message delivery
     "IDP_MAIL_BACKEND": ("outbox", str),
@@ -141,7 +142,8 @@ def check_choices(config: dict[str, Any]) -> None:
     for name, allowed in (("IDP_ENV", ("development", "production")),
                           ("IDP_MAIL_BACKEND", MAIL_BACKENDS),
                           ("IDP_SMS_BACKEND", SMS_BACKENDS),
-                          ("IDP_SMTP_SECURITY", SMTP_SECURITY)):
+                          ("IDP_SMTP_SECURITY", SMTP_SECURITY),
+                          ("IDP_LOG_FORMAT", ("", "json", "text"))):
         if config[name] not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)} "
                               f"(it is {config[name]!r}).")
