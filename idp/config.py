@@ -177,6 +177,17 @@ def check_production(config: dict[str, Any]) -> None:
     issuer = config["IDP_ISSUER"]
     if issuer.startswith("http://") and not _is_loopback_url(issuer):
         problems.append("IDP_ISSUER must use https:// (http is only allowed on loopback)")
+    if config["IDP_MAIL_BACKEND"] == "outbox":
+        problems.append("IDP_MAIL_BACKEND must be smtp (verification links and passcodes "
+                        "must reach people), with IDP_SMTP_HOST and IDP_MAIL_FROM")
+    if config["IDP_SMS_BACKEND"] == "outbox":
+        problems.append("IDP_SMS_BACKEND must be webhook or twilio (SMS passcodes must reach "
+                        "people)")
+    database = config.get("SQLALCHEMY_DATABASE_URI") or config["IDP_DATABASE_URL"] or "sqlite"
+    workers = os.environ.get("GUNICORN_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
+    if database.startswith("sqlite") and workers.isdigit() and int(workers) > 1:
+        problems.append("SQLite serves one worker only: set IDP_DATABASE_URL to PostgreSQL "
+                        f"or run one worker (GUNICORN_WORKERS/WEB_CONCURRENCY is {workers})")
     if problems:
         raise ConfigError("Unsafe production configuration: " + "; ".join(problems) + ".")
 

@@ -22,6 +22,10 @@ PRODUCTION = {
     "IDP_ENV": "production",
     "IDP_ISSUER": "https://idp.example.com",
     "IDP_SECRET_KEY": "a-production-secret-key-of-more-than-32-characters",
+    "IDP_MAIL_BACKEND": "smtp",
+    "IDP_SMS_BACKEND": "webhook",
+    "IDP_SMS_WEBHOOK_URL": "https://sms.example.com/send",
+    "IDP_SMS_WEBHOOK_SECRET": "webhook-secret",
 }
 LINK = "http://localhost/verify-email?token=tok3n&next=%2Fmfa"
 
