@@ -1,0 +1,1 @@
+"""Examples that run beside the identity provider: the demo relying parties and their launcher."""
