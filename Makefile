@@ -36,8 +36,11 @@ run: $(VENV)/.installed
 		$(BIN)/gunicorn --bind 127.0.0.1:$(IDP_PORT) --workers $(IDP_WORKERS) \
 		--access-logfile - --access-logformat '$(ACCESS_LOG_FORMAT)' wsgi:app
 
+# The browser tests need Debian's Chromium and axe-core: tests/browser/setup.sh installs them
+# when missing (apt-get as root or with sudo, npm ci from tests/browser/package-lock.json).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	bash tests/browser/setup.sh
 	$(BIN)/pytest -n auto
 
 lint: $(VENV)/.installed-test
