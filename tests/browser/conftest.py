@@ -1,9 +1,10 @@
-"""Fixtures of the browser tests: one IdP (gunicorn, MFA plugin, real SMTP, SMS webhook) and
-one Chromium per test process; a fresh browser context for every person in every test.
+"""Fixtures of the browser tests: one IdP (gunicorn, MFA plugin, real SMTP, SMS webhook), the
+demo apps when a test asks for them, and one Chromium per test process (each xdist worker that
+gets browser tests starts its own); a fresh browser context for every person in every test.
 
-The tests run in their own xdist group (``--dist loadgroup``), so one process runs them one
-after another while the rest of the suite runs beside them. Chromium and axe-core are put in
-place by ``tests/browser/setup.sh`` (``make test`` runs it).
+Every test creates its own accounts and phone numbers, so tests sharing a server do not meet.
+Chromium and axe-core are put in place by ``tests/browser/setup.sh`` (``make test`` runs it).
+The tests carry the ``browser`` marker: ``pytest -m "not browser"`` leaves them out.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def idp(tmp_path_factory):
         server.register_client(
             "cns", "Click-N-Ship", "Print shipping labels and schedule pickups.",
             "Click-N-Ship help: 1-800-555-0101", "--mfa-policy", "cohort",
-            "--remembered-devices")
+            "--remembered-devices", scope="openid profile email offline_access")
         terms = directory / "terms.txt"
         terms.write_text(TERMS, encoding="utf-8")
         server.register_client(
@@ -128,6 +129,7 @@ def person(idp, chromium, journey, request):
         if getattr(request.node, "browser_test_failed", False):
             for someone in people:
                 if not someone.page.is_closed():
+                    journey.directory.mkdir(parents=True, exist_ok=True)
                     someone.page.screenshot(
                         path=str(journey.directory / f"failed-{someone.label}.png"),
                         full_page=True)

@@ -1,16 +1,20 @@
 """The world of the browser tests: the IdP under gunicorn on loopback (set up through its own
-command line), a real SMTP server and an SMS webhook receiver, relying parties played by the
-test itself, and people at a real Chromium whose every page is screenshotted and checked
-with axe-core.
+command line), a real SMTP server and an SMS webhook receiver, relying parties (played by the
+test itself, or the demo apps of ``examples/relying_party``), and people at a real Chromium
+whose every page is screenshotted and checked with axe-core.
 
 - :class:`IdpServer`: ``idp db upgrade``, clients and users created with the ``idp`` command,
-  gunicorn started and always stopped.
+  gunicorn started and always stopped; where the passcodes and links arrive.
+- :class:`DemoApps`: the three demo applications, registered with ``idp clients create`` and
+  started as ``python -m examples.relying_party CLIENT_ID``.
 - :class:`RelyingParty`: builds authorization requests (PKCE, state, nonce), exchanges the code
-  at the token endpoint and returns the verified ID token's claims.
+  at the token endpoint and returns the verified ID token's claims. Its redirect URIs point to
+  a local page that only says the browser is back.
 - :class:`Person`: one browser context with one tab; acts by the labels people see
-  (``fill("User Name", ...)``, ``press("Log In")``) and, on every page it arrives at, checks
-  one ``h1``, reflow at 320 px, no request leaving the machine, and axe-core's serious and
-  critical rules, and saves ``test-artifacts/screenshots/<test>/NN-<heading>.png``.
+  (``fill("User Name", ...)``, ``press("Log In")``) and, on every page of the IdP or a demo
+  app it arrives at, checks one ``h1``, reflow at 320 px, no request leaving the machine, and
+  axe-core's serious and critical rules, and saves
+  ``test-artifacts/screenshots/<test>/NN-<heading>.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,13 +161,13 @@ class IdpServer:
             return done.stdout
 
     def register_client(self, client_id: str, name: str, description: str, help_contact: str,
-                        *options: str) -> ClientApp:
+                        *options: str, scope: str = "openid profile email") -> ClientApp:
         redirect_uri = f"{self.apps.url}/{client_id}/callback"
         data = self.cli("clients", "create", "--client-id", client_id, "--name", name,
                         "--display-name", name, "--description", description,
                         "--redirect-uri", redirect_uri,
                         "--post-logout-redirect-uri", f"{self.apps.url}/{client_id}/",
-                        "--help-contact", help_contact, "--scope", "openid profile email",
+                        "--help-contact", help_contact, "--scope", scope,
                         *options)
         app = ClientApp(client_id, data["client_secret"], name, redirect_uri, help_contact)
         self.clients[client_id] = app
@@ -283,10 +287,13 @@ class DemoApps:
     secrets in a ``demo_clients.json`` of their own, as ``idp demo seed`` writes it)."""
 
     APPS = {
-        # client id: (name, IdP options)
-        "click-n-ship": ("Click-N-Ship", ["--mfa-policy", "cohort", "--terms-file"]),
-        "informed-delivery": ("Informed Delivery", ["--mfa-policy", "cohort"]),
+        # client id: (name, description, IdP options)
+        "click-n-ship": ("Click-N-Ship", "Print shipping labels and pay postage online.",
+                         ["--mfa-policy", "cohort", "--terms-file"]),
+        "informed-delivery": ("Informed Delivery", "Preview your incoming mail and packages.",
+                              ["--mfa-policy", "cohort"]),
         "customer-onboarding-portal": ("Customer Onboarding Portal",
+                                       "Set up your business account and its services.",
                                        ["--mfa-policy", "always", "--terms-file"]),
     }
 
@@ -297,7 +304,7 @@ class DemoApps:
 
     def start(self) -> DemoApps:
         registered = {}
-        for client_id, (name, options) in self.APPS.items():
+        for client_id, (name, description, options) in self.APPS.items():
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             if options[-1] == "--terms-file":
@@ -306,7 +313,8 @@ class DemoApps:
                 options = [*options, str(terms)]
             data = self.idp.cli(
                 "clients", "create", "--client-id", client_id, "--name", name,
-                "--display-name", name, "--redirect-uri", base + "/callback",
+                "--display-name", name, "--description", description,
+                "--redirect-uri", base + "/callback",
                 "--post-logout-redirect-uri", base + "/",
                 "--backchannel-logout-uri", base + "/backchannel-logout", "--require-pkce",
                 "--help-contact", f"{name} support: 1-800-555-0199", *options)
@@ -384,6 +392,7 @@ class RelyingParty:
 
     def __init__(self, idp: IdpServer, app: ClientApp):
         self.idp, self.app = idp, app
+        self.tokens: dict = {}
         self.access_token = ""
 
     def authorization_request(self, **params: str) -> AuthorizationRequest:
@@ -416,7 +425,8 @@ class RelyingParty:
                   "redirect_uri": self.app.redirect_uri, "code_verifier": request.verifier},
         )
         assert response.status_code == 200, response.text
-        self.access_token = response.json()["access_token"]
+        self.tokens = response.json()
+        self.access_token = self.tokens["access_token"]
         keyset = KeySet.import_key_set(
             requests.get(self.idp.url + "/jwks.json", timeout=HTTP_TIMEOUT).json())
         claims = jwt.decode(response.json()["id_token"], keyset).claims
@@ -459,9 +469,9 @@ class Journey:
         if self.directory.exists():
             for old in self.directory.glob("*.png"):
                 old.unlink()
-        self.directory.mkdir(parents=True, exist_ok=True)
 
     def next_path(self, heading: str) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.count += 1
         self.pages.append(heading)
         return self.directory / f"{self.count:02d}-{slug(heading)}.png"
@@ -647,5 +657,3 @@ class Person:
         self.press("Sign Out")
         assert self.heading == "You are signed out", self.heading
 
-
-PersonFactory = Callable[[str], Person]

@@ -158,3 +158,23 @@ def test_five_wrong_passcodes_use_the_passcode_up_until_resend(idp, person, cns)
     laptop.submit_passcode(idp.sms_passcode(phone, 3))
     claims = laptop.back_at(cns, request)
     assert claims["acr"] == ACR_MFA
+
+
+def test_a_forgotten_device_is_challenged_again(idp, person, cns):
+    phone = idp.new_phone()
+    alice = person("alice")
+    account = enrolled_account(alice, idp, cns, phone)
+
+    alice.open(idp.url + "/mfa/devices")
+    assert alice.heading == "Remembered Devices"
+    forget = alice.page.get_by_role("button", name="Forget this device")
+    assert forget.count() == 1
+    # Its description names the device it forgets.
+    device = alice.page.locator("#" + forget.get_attribute("aria-describedby")).inner_text()
+    assert "Chrome" in device and "remembered" in device
+    alice.press("Forget this device")
+    assert alice.page.get_by_role("status").inner_text() == "1 device forgotten."
+    assert "No remembered devices." in alice.text()
+
+    alice.sign_out()
+    challenged_sign_in(alice, cns, account)

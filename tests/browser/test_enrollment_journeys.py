@@ -140,3 +140,18 @@ def test_enrolling_an_authentication_app_by_its_key(idp, person, cns):
     claims = tom.back_at(cns, request)
     assert claims["acr"] == ACR_MFA
     assert {"pwd", "otp", "swk", "mfa"} <= set(claims["amr"])
+
+
+def test_offline_access_is_asked_for_once_on_the_consent_page(idp, person, cns):
+    account = idp.new_account(created_at=BEFORE_CUTOFF, prefix="olga")
+    olga = person("olga")
+    request = olga.start(cns, scope="openid profile offline_access")
+    olga.log_in(account)
+    olga.press("Not Now")
+
+    assert olga.heading == "Allow access"
+    assert "access to your account while you are not signed in" in olga.text()
+    olga.press("Allow")
+    claims = olga.back_at(cns, request)
+    assert claims["sub"] == account.sub
+    assert cns.tokens["refresh_token"]
