@@ -180,11 +180,20 @@ def _save_factor(ctx, kind: str, destination: str | None = None,
 
 def _recovery_codes_page(ctx, codes: list[str]):
     """Show new recovery codes once; they are not stored anywhere in the clear."""
-    response = _page("mfa/recovery_codes.html", ctx, codes=codes, form=ContinueForm(),
-                     continue_url=resume_url(ctx.pending))
-    response_obj = current_app.make_response(response)
-    response_obj.headers["Cache-Control"] = "no-store"
-    return response_obj
+    response = current_app.make_response(
+        _page("mfa/recovery_codes.html", ctx, codes=codes, continue_url=resume_url(ctx.pending))
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _after_setup(ctx):
+    """After a factor is set up: the first time, ten recovery codes; then on with sign-in."""
+    if RecoveryFactor.remaining(ctx.user.id) == 0:
+        codes = RecoveryFactor.generate(ctx.user.id)
+        db.session.commit()
+        return _recovery_codes_page(ctx, codes)
+    return _resume(ctx)
 
 
 def _login_first(ctx):
@@ -477,11 +486,7 @@ def _factor_confirmed(ctx, kind: str, destination: str, purpose: str, remember: 
     else:
         _notify(ctx, "mfa_method_added", {"method": FACTORS[kind].label},
                 emails=[mfa_email or ctx.user.email])
-    if RecoveryFactor.remaining(ctx.user.id) == 0:
-        codes = RecoveryFactor.generate(ctx.user.id)
-        db.session.commit()
-        return _recovery_codes_page(ctx, codes)
-    return _resume(ctx)
+    return _after_setup(ctx)
 
 
 @bp.post("/resend/<pending_id>")
@@ -533,11 +538,7 @@ def app(pending_id: str):
             db.session.commit()
             _notify(ctx, "mfa_method_added", {"method": factor.label},
                     emails=[policy.mfa_email(ctx.user) or ctx.user.email])
-            if RecoveryFactor.remaining(ctx.user.id) == 0:
-                codes = RecoveryFactor.generate(ctx.user.id)
-                db.session.commit()
-                return _recovery_codes_page(ctx, codes)
-            return _resume(ctx)
+            return _after_setup(ctx)
         error = _failure_message(ctx, None).replace("passcode", "code")
     uri = factor.provisioning_uri(secret, ctx.user.username)
     return _page("mfa/app.html", ctx, form=form, error=error, secret=secret,
