@@ -12,8 +12,6 @@ run: export IDP_DEV_OUTBOX ?= 1
 IDP_ISSUER ?= http://127.0.0.1:5000
 IDP_PORT ?= 5000
 IDP_WORKERS ?= 2
-# Access log lines carry the path without the query string, where link tokens travel.
-ACCESS_LOG_FORMAT := %(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss
 
 .PHONY: run test lint clean
 
@@ -33,8 +31,8 @@ run: $(VENV)/.installed
 	$(BIN)/idp db upgrade
 	$(BIN)/idp demo seed
 	exec $(BIN)/python -m examples.run_demo --idp-url http://127.0.0.1:$(IDP_PORT) -- \
-		$(BIN)/gunicorn --bind 127.0.0.1:$(IDP_PORT) --workers $(IDP_WORKERS) \
-		--access-logfile - --access-logformat '$(ACCESS_LOG_FORMAT)' wsgi:app
+		$(BIN)/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:$(IDP_PORT) \
+		--workers $(IDP_WORKERS)
 
 # The browser tests need Debian's Chromium and axe-core: tests/browser/setup.sh installs them
 # when missing (apt-get as root or with sudo, npm ci from tests/browser/package-lock.json).

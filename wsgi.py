@@ -1,5 +1,14 @@
 """WSGI entry point: ``gunicorn wsgi:app``."""
 
-from idp import create_app
+import sys
 
-app = create_app()
+from idp import create_app
+from idp.config import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as exc:
+    # Said once, plainly; exit code 4 tells gunicorn the application cannot load, so it
+    # stops instead of starting workers again and again.
+    print(f"Error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(4)

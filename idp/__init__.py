@@ -16,7 +16,7 @@ ROOT = Path(os.environ.get("IDP_HOME") or Path(__file__).resolve().parent.parent
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create the application; ``test_config`` overrides settings from the environment."""
     from idp import config as settings
-    from idp import errors, logs
+    from idp import errors, logs, ratelimit
     from idp.auth.acr import PASSWORD_LEVEL, AcrLadder
     from idp.auth.pipeline import Pipeline
     from idp.auth.steps import ConsentStep, PasswordStep, TermsStep
@@ -48,13 +48,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config["IDP_LOG_FORMAT"]:
         production = app.config["IDP_ENV"] == "production"
         app.config["IDP_LOG_FORMAT"] = "json" if production else "text"
+    from idp import metrics
+
+    metrics.init_app(app)  # first: its timer spans every other request hook
     logs.configure(app)
     _configure_flask(app, settings)
 
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from sqlalchemy import event
+
+        with app.app_context():
+            event.listen(db.engine, "connect", settings.sqlite_pragmas)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     errors.init_app(app)
+    ratelimit.init_app(app)
 
     registry = PluginRegistry(plugins=plugins)
     app.extensions["idp.registry"] = registry
@@ -99,7 +108,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/readyz")
     def readyz():
-        """The database answers; no detail is given either way."""
+        """The database answers, and Redis when configured; no detail is given either way."""
         from sqlalchemy import text
 
         try:
@@ -107,6 +116,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         except Exception:  # noqa: BLE001 - any failure means not ready
             logging.getLogger("idp.readyz").warning("database not reachable", exc_info=True)
             db.session.rollback()
+            return {"status": "unavailable"}, 503
+        try:
+            ratelimit.ping()
+        except ratelimit.RateLimitUnavailable:  # logged by the rate limits
             return {"status": "unavailable"}, 503
         return {"status": "ready"}
 
@@ -130,8 +143,8 @@ def _configure_flask(app: Flask, settings) -> None:
             Path(app.instance_path).mkdir(parents=True, exist_ok=True)
             url = "sqlite:///" + str(Path(app.instance_path) / "idp.db")
         config["SQLALCHEMY_DATABASE_URI"] = url
-    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
+    config["SQLALCHEMY_DATABASE_URI"] = settings.database_url(config["SQLALCHEMY_DATABASE_URI"])
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", settings.engine_options(config))
     https = config["IDP_ISSUER"].startswith("https://")
     config.update(
         SESSION_COOKIE_NAME="idp_session",

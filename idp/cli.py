@@ -43,10 +43,15 @@ class IdpGroup(FlaskGroup):
 
 def main() -> None:
     from idp import create_app
+    from idp.config import ConfigError
 
-    IdpGroup(create_app=lambda: create_app(), help="Administer the identity provider.")(
-        prog_name="idp"
-    )
+    try:
+        IdpGroup(create_app=lambda: create_app(), help="Administer the identity provider.")(
+            prog_name="idp"
+        )
+    except ConfigError as exc:  # the settings are wrong: say which, without a traceback
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
 
 
 # --- clients ----------------------------------------------------------------------------

@@ -18,6 +18,12 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_ENCRYPTION_KEY": ("", str),
     "IDP_ISSUER": ("http://127.0.0.1:5000", str),
     "IDP_DATABASE_URL": ("", str),
+    # PostgreSQL connections (SQLite keeps SQLAlchemy's defaults)
+    "IDP_DB_POOL_SIZE": (5, int),
+    "IDP_DB_MAX_OVERFLOW": (10, int),
+    "IDP_DB_POOL_TIMEOUT": (30, int),
+    "IDP_DB_POOL_RECYCLE": (1800, int),
+    "IDP_DB_STATEMENT_TIMEOUT_MS": (0, int),
     "IDP_PLUGINS": ("plugins.mfa", str),
     "IDP_BRAND_NAME": ("IdP account", str),
     "IDP_SUPPORT_CONTACT": ("the help desk", str),
@@ -29,9 +35,16 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_PENDING_LIFETIME": (30 * 60, int),
     "IDP_BACKCHANNEL_TIMEOUT": (3.0, float),
     "IDP_CLIENT_ASSERTION_LEEWAY": (60, int),
+    # Seconds a worker serves /jwks.json from memory: a key rotated elsewhere (another
+    # instance, the command line) is published by every worker within this time.
+    "IDP_JWKS_CACHE_SECONDS": (5, int),
     "IDP_LOG_LEVEL": ("INFO", str),
     "IDP_LOG_FORMAT": ("", str),
     "IDP_PROXY_COUNT": (0, int),
+    "IDP_METRICS_TOKEN": ("", str),
+    # Shared rate-limit counters (the database when unset)
+    "IDP_REDIS_URL": ("", str),
+    "IDP_REDIS_TIMEOUT": (2.0, float),
     # Message delivery
     "IDP_MAIL_BACKEND": ("outbox", str),
     "IDP_MAIL_FROM": ("no-reply@localhost", str),
@@ -63,6 +76,9 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_SMS_LIMIT_PER_PHONE": (10, int),
     "IDP_SMS_LIMIT_GLOBAL_PER_HOUR": (1000, int),
 }
+
+# Seconds clients may cache /jwks.json (its Cache-Control max-age).
+JWKS_MAX_AGE = 60
 
 MAIL_BACKENDS = ("smtp", "outbox")
 SMS_BACKENDS = ("outbox", "webhook", "twilio")
@@ -125,6 +141,73 @@ THROTTLE_MINIMUMS = {
 }
 
 
+# Database connection settings: name -> smallest allowed value.
+DATABASE_MINIMUMS = {
+    "IDP_DB_POOL_SIZE": 1,
+    "IDP_DB_MAX_OVERFLOW": 0,
+    "IDP_DB_POOL_TIMEOUT": 1,
+    "IDP_DB_POOL_RECYCLE": 0,
+    "IDP_DB_STATEMENT_TIMEOUT_MS": 0,
+}
+
+
+def check_database_settings(config: dict[str, Any]) -> None:
+    """Refuse connection pool and timeout settings SQLAlchemy or PostgreSQL cannot use."""
+    for name, minimum in DATABASE_MINIMUMS.items():
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{name} must be a whole number of at least {minimum} "
+                              f"(it is {value!r}).")
+
+
+def database_url(url: str) -> str:
+    """The SQLAlchemy URL to connect with: PostgreSQL URLs without a driver use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def engine_options(config: dict[str, Any]) -> dict[str, Any]:
+    """SQLAlchemy engine options for the configured database: on PostgreSQL the pool
+    settings, a liveness check before a pooled connection is used, and the statement timeout
+    (0: none); on SQLite, a wait of 30 s for the write lock."""
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}
+    if not url.startswith("postgresql"):
+        return {}
+    options: dict[str, Any] = {
+        "pool_size": config["IDP_DB_POOL_SIZE"],
+        "max_overflow": config["IDP_DB_MAX_OVERFLOW"],
+        "pool_timeout": config["IDP_DB_POOL_TIMEOUT"],
+        "pool_recycle": config["IDP_DB_POOL_RECYCLE"] or -1,
+        "pool_pre_ping": True,
+    }
+    if config["IDP_DB_STATEMENT_TIMEOUT_MS"]:
+        options["connect_args"] = {
+            "options": f"-c statement_timeout={config['IDP_DB_STATEMENT_TIMEOUT_MS']}"
+        }
+    return options
+
+
+
+def sqlite_pragmas(dbapi_connection, _record=None) -> None:
+    """On each new SQLite connection: write-ahead logging (readers never wait for the
+    writer, a commit appends to the log instead of rewriting pages through a rollback
+    journal) with ``synchronous=NORMAL``, the setting SQLite recommends for WAL: a commit
+    does not wait for an fsync, the database cannot be corrupted, and what is committed
+    survives a crash of the process; a power loss may undo the last commits. An in-memory
+    database keeps its defaults."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        mode = cursor.fetchone()
+        if mode and str(mode[0]).lower() == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
 def check_choices(config: dict[str, Any]) -> None:
     """Refuse settings outside their allowed values, naming the variable.
 
@@ -134,6 +217,7 @@ def check_choices(config: dict[str, Any]) -> None:
     for name, (_default, kind) in SETTINGS.items():
         if kind is not str and isinstance(config.get(name), str):
             config[name] = _cast(name, config[name], kind)
+    check_database_settings(config)
     for name, minimum in THROTTLE_MINIMUMS.items():
         value = config[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -159,6 +243,19 @@ def check_choices(config: dict[str, Any]) -> None:
         raise ConfigError("IDP_SMS_BACKEND=twilio needs IDP_TWILIO_ACCOUNT_SID, "
                           "IDP_TWILIO_AUTH_TOKEN and IDP_TWILIO_FROM_NUMBER or "
                           "IDP_TWILIO_MESSAGING_SERVICE_SID.")
+    if config["IDP_REDIS_URL"] and not config["IDP_REDIS_URL"].startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError("IDP_REDIS_URL must start with redis://, rediss:// or unix://.")
+    jwks_cache = config["IDP_JWKS_CACHE_SECONDS"]
+    if isinstance(jwks_cache, bool) or not isinstance(jwks_cache, int) or not (
+        0 <= jwks_cache <= JWKS_MAX_AGE
+    ):
+        raise ConfigError(f"IDP_JWKS_CACHE_SECONDS must be a whole number from 0 to "
+                          f"{JWKS_MAX_AGE} (it is {jwks_cache!r}).")
+    if config["IDP_REDIS_TIMEOUT"] <= 0:
+        raise ConfigError("IDP_REDIS_TIMEOUT must be a number of seconds above 0 "
+                          f"(it is {config['IDP_REDIS_TIMEOUT']!r}).")
     for name in ("IDP_SMS_WEBHOOK_URL", "IDP_TWILIO_BASE_URL"):
         if config[name] and not config[name].startswith(("https://", "http://")):
             raise ConfigError(f"{name} must start with https:// or http://.")
@@ -180,9 +277,14 @@ def check_production(config: dict[str, Any]) -> None:
     if config["IDP_MAIL_BACKEND"] == "outbox":
         problems.append("IDP_MAIL_BACKEND must be smtp (verification links and passcodes "
                         "must reach people), with IDP_SMTP_HOST and IDP_MAIL_FROM")
+    elif config["IDP_MAIL_FROM"].lower().rstrip("> ").endswith("@localhost"):
+        problems.append("IDP_MAIL_FROM must be an address people can recognise and reply to "
+                        "(not @localhost)")
     if config["IDP_SMS_BACKEND"] == "outbox":
         problems.append("IDP_SMS_BACKEND must be webhook or twilio (SMS passcodes must reach "
                         "people)")
+    if config["IDP_METRICS_TOKEN"] and len(config["IDP_METRICS_TOKEN"]) < 32:
+        problems.append("IDP_METRICS_TOKEN must be a random value of at least 32 characters")
     database = config.get("SQLALCHEMY_DATABASE_URI") or config["IDP_DATABASE_URL"] or "sqlite"
     workers = os.environ.get("GUNICORN_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
     if database.startswith("sqlite") and workers.isdigit() and int(workers) > 1:

@@ -31,6 +31,23 @@ def _wants_json() -> bool:
 
 
 def init_app(app) -> None:
+    from idp.ratelimit import RateLimitUnavailable
+
+    @app.errorhandler(RateLimitUnavailable)
+    def rate_limits_unavailable(exc: RateLimitUnavailable):
+        # Throttled actions are refused while their counters cannot be kept (logged there).
+        headers = {"Retry-After": str(exc.retry_after)}
+        if _wants_json():
+            return jsonify(error="temporarily_unavailable",
+                           error_description="Try again shortly."), 503, headers
+        page, status = error_page(
+            "Temporarily unavailable",
+            "This can't be done right now; nothing you entered was lost on our side. "
+            "Try again in a minute.",
+            503,
+        )
+        return page, status, headers
+
     @app.errorhandler(InteractionError)
     def interaction_error(exc: InteractionError):
         return error_page(exc.title, exc.message, exc.status)

@@ -103,7 +103,14 @@ def run_migrations_online():
         )
 
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # IDP_DB_STATEMENT_TIMEOUT_MS bounds requests, not migrating a large table.
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            # The database file alone is complete after an upgrade (it may be copied, e.g.
+            # as a template): what the write-ahead log holds is moved into it.
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 if context.is_offline_mode():

@@ -1,5 +1,8 @@
-"""Shared fixtures: an application on a migrated SQLite database, clients, users, and an
-actions helper that walks the sign-in as a browser would (forms with CSRF tokens)."""
+"""Shared fixtures: an application on a migrated database, clients, users, and an actions
+helper that walks the sign-in as a browser would (forms with CSRF tokens).
+
+The database is SQLite unless pytest runs with ``--database=postgresql``: each test then gets
+its own database on a PostgreSQL server the tests start (tests/services/postgres.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 import secrets
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -19,6 +23,12 @@ from idp.extensions import db
 from idp.models import Client, User
 from idp.security import digest
 
+pytest_plugins = [
+    "tests.services.postgres",
+    "tests.services.redis_server",
+    "tests.log_audit",
+]
+
 ISSUER = "http://localhost"
 PASSWORD = "correct horse battery"
 
@@ -26,28 +36,57 @@ PASSWORD = "correct horse battery"
 for _name in [n for n in os.environ if n.startswith("IDP_")]:
     del os.environ[_name]
 
+# A production configuration that passes every check (tests change one thing at a time).
+PRODUCTION_SETTINGS = {
+    "IDP_ENV": "production",
+    "IDP_ISSUER": "https://idp.example.com",
+    "IDP_SECRET_KEY": "a-production-secret-key-of-more-than-32-characters",
+    "IDP_MAIL_BACKEND": "smtp",
+    "IDP_SMTP_HOST": "smtp.example.com",
+    "IDP_MAIL_FROM": "no-reply@idp.example.com",
+    "IDP_SMS_BACKEND": "webhook",
+    "IDP_SMS_WEBHOOK_URL": "https://sms.example.com/send",
+    "IDP_SMS_WEBHOOK_SECRET": "webhook-secret",
+}
+
 # Cheap argon2id parameters keep the suite fast; production parameters are the library's.
 passwords.configure(time_cost=1, memory_cost=1024)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--database", choices=("sqlite", "postgresql"), default="sqlite",
+        help="database of the tests' applications: an SQLite file per test (default), or a "
+             "database per test on a PostgreSQL server started for the run",
+    )
+
+
+# tmp_path -> the URL of that test's database, where it is not the SQLite file in tmp_path.
+_DATABASE_URLS: dict[str, str] = {}
+
+
 def base_config(tmp_path, **overrides):
     """Settings for a test app. Plugins are off unless a test turns them on, so the core's
-    tests prove the core alone; the MFA tests set ``IDP_PLUGINS="plugins.mfa"``."""
+    tests prove the core alone; the MFA tests set ``IDP_PLUGINS="plugins.mfa"``.
+
+    The database is the test's own (see ``database_url``): every app made with the same
+    ``tmp_path`` shares it, as several instances of the IdP would."""
     config = {
         "TESTING": True,
         "IDP_PLUGINS": "",
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "IDP_ISSUER": ISSUER,
         "IDP_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "idp.db"),
+        "SQLALCHEMY_DATABASE_URI": (_DATABASE_URLS.get(str(tmp_path))
+                                    or "sqlite:///" + str(tmp_path / "idp.db")),
     }
     config.update(overrides)
     return config
 
 
 @pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory):
-    """A database file with every migration applied, copied for each test."""
+def migrated_db(tmp_path_factory) -> Path:
+    """An SQLite database file with every migration applied, copied for each test."""
     path = tmp_path_factory.mktemp("template")
     app = create_app(base_config(path, IDP_PLUGINS=""))
     with app.app_context():
@@ -55,8 +94,55 @@ def migrated_db(tmp_path_factory):
     return path / "idp.db"
 
 
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_server, tmp_path_factory):
+    """A database with every migration applied on the test PostgreSQL server, as the
+    template of one copy per test (``take()`` and ``give_back(url)``)."""
+    from tests.services.postgres import TemplateCopies
+
+    path = tmp_path_factory.mktemp("postgres-template")
+    url = postgres_server.create_database("idp_template")
+    app = create_app(base_config(path, IDP_PLUGINS="", SQLALCHEMY_DATABASE_URI=url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()  # a template must have no connections when it is copied
+    copies = TemplateCopies(postgres_server, "idp_template")
+    try:
+        yield copies
+    finally:
+        copies.close()
+
+
+@pytest.fixture
+def database_url(request, tmp_path):
+    """This test's own migrated database, a copy of ``migrated_db`` (or, with
+    ``--database=postgresql``, of ``migrated_postgres``); returns its URL. Every app made
+    with ``base_config(tmp_path)`` connects to it. A PostgreSQL one is dropped afterwards."""
+    if request.config.getoption("--database") != "postgresql":
+        shutil.copy(request.getfixturevalue("migrated_db"), tmp_path / "idp.db")
+        yield "sqlite:///" + str(tmp_path / "idp.db")
+        return
+    copies = request.getfixturevalue("migrated_postgres")
+    url = copies.take()
+    _DATABASE_URLS[str(tmp_path)] = url
+    try:
+        yield url
+    finally:
+        del _DATABASE_URLS[str(tmp_path)]
+        copies.give_back(url)
+
+
 @pytest.fixture
 def app_config(tmp_path):
+    return {}
+
+
+@pytest.fixture(params=["database", "redis"])
+def rate_limit_backend(request) -> dict:
+    """Settings that keep the rate limits in the database, then in Redis: a test module
+    whose ``app_config`` includes them runs every test against both."""
+    if request.param == "redis":
+        return {"IDP_REDIS_URL": request.getfixturevalue("redis_url")}
     return {}
 
 
@@ -67,8 +153,7 @@ def _empty_g():
 
 
 @pytest.fixture
-def app(tmp_path, migrated_db, app_config):
-    shutil.copy(migrated_db, tmp_path / "idp.db")
+def app(tmp_path, database_url, app_config):
     application = create_app(base_config(tmp_path, **app_config))
     # Requests made while this application context is active reuse it: give each one an
     # empty ``g``, as every request on a server gets.
@@ -76,6 +161,7 @@ def app(tmp_path, migrated_db, app_config):
     with application.app_context():
         yield application
         db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.fixture

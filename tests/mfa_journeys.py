@@ -17,10 +17,11 @@ import pyotp
 import pytest
 
 from idp.extensions import db
-from idp.models import AuditEvent, RateCounter, SsoSession, User
+from idp.models import AuditEvent, SsoSession, User
 from plugins.mfa.models import MfaAccount, Passcode, RememberedDevice
 from tests.conftest import forms
 from tests.mfa_support import MfaBrowser, heading
+from tests.ratelimit_support import age_counted_events
 
 PHONE = "(202) 555-0143"
 PHONE_E164 = "+12025550143"
@@ -166,10 +167,7 @@ def audit_events(event: str, user_id: int | None = None) -> list[AuditEvent]:
 
 def age_send_counters(seconds: float) -> None:
     """Move every counted send ``seconds`` into the past (the resend interval passes)."""
-    db.session.expire_all()
-    for row in db.session.scalars(db.select(RateCounter)):
-        row.events = [t - seconds for t in row.events]
-    db.session.commit()
+    age_counted_events(seconds)
 
 
 def age_passcodes(seconds: float) -> None:

@@ -1,5 +1,6 @@
 """Password guessing is slowed down: attempts per user name and per address are limited,
-shared by every instance, and an unknown user name is treated like a known one."""
+shared by every instance, and an unknown user name is treated like a known one. Every test
+runs with the limits in the database and in Redis."""
 
 import pytest
 
@@ -9,8 +10,13 @@ from tests.conftest import PASSWORD, forms
 
 
 @pytest.fixture
-def app_config():
+def limit_settings():
     return {"IDP_LOGIN_LIMIT_PER_USER": 3, "IDP_LOGIN_LIMIT_PER_ADDRESS": 6}
+
+
+@pytest.fixture
+def app_config(rate_limit_backend, limit_settings):
+    return {**rate_limit_backend, **limit_settings}
 
 
 def attempt(oidc, rp, username, password):
@@ -53,8 +59,9 @@ def test_a_throttled_user_name_does_not_affect_another(oidc, rp, alice):
     assert attempt(oidc, rp[0], "alice", PASSWORD).status_code == 302
 
 
-@pytest.mark.parametrize("app_config", [{"IDP_PROXY_COUNT": 1, "IDP_LOGIN_LIMIT_PER_ADDRESS": 2,
-                                         "IDP_LOGIN_LIMIT_PER_USER": 50}])
+@pytest.mark.parametrize("limit_settings", [{"IDP_PROXY_COUNT": 1,
+                                             "IDP_LOGIN_LIMIT_PER_ADDRESS": 2,
+                                             "IDP_LOGIN_LIMIT_PER_USER": 50}])
 def test_behind_a_proxy_the_forwarded_address_is_limited_not_the_proxy(oidc, rp, alice):
     def attempt_from(address):
         page = oidc.http.get(oidc.authorize(rp[0]).headers["Location"])

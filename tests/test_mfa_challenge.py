@@ -157,9 +157,11 @@ def test_resend_issues_a_new_code_and_the_old_code_no_longer_works(mfa, enrolled
 
 
 class TestResendInterval:
+    """With the send limits in the database and in Redis."""
+
     @pytest.fixture
-    def app_config(self, mfa_settings):
-        return {**mfa_settings, "IDP_PASSCODE_RESEND_SECONDS": 30}
+    def app_config(self, mfa_settings, rate_limit_backend):
+        return {**mfa_settings, **rate_limit_backend, "IDP_PASSCODE_RESEND_SECONDS": 30}
 
     def test_a_resend_sooner_than_the_interval_says_how_long_to_wait_and_keeps_the_code(
             self, mfa, enrolled, cohort_rp):

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
+from sqlalchemy import MetaData
 
 from idp.crypto import decrypt
 from idp.extensions import db
@@ -128,9 +129,18 @@ def factors_of(user_id: int) -> dict[str, MfaFactor]:
 
 
 def database_bytes(app) -> bytes:
-    """Everything the database file holds, to show a secret is not in it in the clear."""
+    """Everything the database holds (the SQLite file, or every PostgreSQL row as text), to
+    show a secret is not in it in the clear."""
     db.session.commit()
-    return Path(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")).read_bytes()
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).read_bytes()
+    tables = MetaData()
+    tables.reflect(bind=db.engine)
+    rows = [str(tuple(row)) for table in tables.sorted_tables
+            for row in db.session.execute(db.select(table))]
+    assert rows, "the database is empty"
+    return "\n".join(rows).encode()
 
 
 def link_token(link: str) -> str:
@@ -964,6 +974,16 @@ def test_the_faq_shows_the_help_contact_of_the_client_the_user_came_from(
     assert CNS_HELP in text(cns_faq) and other.help_contact not in text(cns_faq)
     assert other.help_contact in text(informed_faq) and CNS_HELP not in text(informed_faq)
     assert "Need help with MFA? Visit FAQs." in text(cns_faq)
+
+
+@pytest.mark.parametrize("client_id", ["%00", "rp%00x", "x" * 5000, "' OR '1'='1"])
+def test_the_faq_with_a_client_id_that_is_no_client_shows_the_general_page(client, cns,
+                                                                          client_id):
+    response = client.get(f"/mfa/faq?client_id={client_id}")
+
+    assert response.status_code == 200
+    assert "MFA: Frequently Asked Questions" in text(response)
+    assert CNS_HELP not in text(response)
 
 
 # --- delivery failures ----------------------------------------------------------------------

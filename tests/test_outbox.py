@@ -5,7 +5,6 @@ configuration refuses them; the ``idp delivery`` commands put test messages ther
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import datetime
 
 import pytest
@@ -15,18 +14,10 @@ from idp.config import ConfigError
 from idp.delivery import send_email, send_sms
 from idp.extensions import db
 from idp.models import OutboxMessage
-from tests.conftest import base_config
+from tests.conftest import PRODUCTION_SETTINGS, base_config
 
 OUTBOX_ON = {"IDP_DEV_OUTBOX": True}
-PRODUCTION = {
-    "IDP_ENV": "production",
-    "IDP_ISSUER": "https://idp.example.com",
-    "IDP_SECRET_KEY": "a-production-secret-key-of-more-than-32-characters",
-    "IDP_MAIL_BACKEND": "smtp",
-    "IDP_SMS_BACKEND": "webhook",
-    "IDP_SMS_WEBHOOK_URL": "https://sms.example.com/send",
-    "IDP_SMS_WEBHOOK_SECRET": "webhook-secret",
-}
+PRODUCTION = PRODUCTION_SETTINGS
 LINK = "http://localhost/verify-email?token=tok3n&next=%2Fmfa"
 
 
@@ -165,9 +156,8 @@ def test_without_idp_dev_outbox_both_pages_answer_404(app, client):
         assert "bob@example.com" not in response.get_data(as_text=True)
 
 
-def test_idp_dev_outbox_from_the_environment_turns_the_pages_on(tmp_path, migrated_db,
+def test_idp_dev_outbox_from_the_environment_turns_the_pages_on(tmp_path, database_url,
                                                                 monkeypatch):
-    shutil.copy(migrated_db, tmp_path / "idp.db")
     monkeypatch.setenv("IDP_DEV_OUTBOX", "1")
     app = create_app(base_config(tmp_path))
     with app.app_context():
@@ -202,8 +192,7 @@ def test_production_with_the_outbox_from_the_environment_refuses_to_start(tmp_pa
         create_app(config)
 
 
-def test_the_same_production_configuration_without_the_outbox_starts(tmp_path, migrated_db):
-    shutil.copy(migrated_db, tmp_path / "idp.db")
+def test_the_same_production_configuration_without_the_outbox_starts(tmp_path, database_url):
     app = create_app(base_config(tmp_path, **PRODUCTION))
 
     assert app.config["IDP_ENV"] == "production"

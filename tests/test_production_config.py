@@ -4,17 +4,9 @@ import pytest
 
 from idp import create_app
 from idp.config import ConfigError
-from tests.conftest import base_config
+from tests.conftest import PRODUCTION_SETTINGS, base_config
 
-SAFE = {
-    "IDP_ENV": "production",
-    "IDP_ISSUER": "https://idp.example.com",
-    "IDP_SECRET_KEY": "a-production-secret-key-of-more-than-32-characters",
-    "IDP_MAIL_BACKEND": "smtp",
-    "IDP_SMS_BACKEND": "webhook",
-    "IDP_SMS_WEBHOOK_URL": "https://sms.example.com/send",
-    "IDP_SMS_WEBHOOK_SECRET": "webhook-secret",
-}
+SAFE = PRODUCTION_SETTINGS
 
 
 def test_a_safe_production_configuration_starts(tmp_path):
@@ -28,6 +20,8 @@ def test_a_safe_production_configuration_starts(tmp_path):
     ({"IDP_DEV_OUTBOX": True}, "IDP_DEV_OUTBOX"),
     ({"IDP_MAIL_BACKEND": "outbox"}, "IDP_MAIL_BACKEND"),
     ({"IDP_SMS_BACKEND": "outbox"}, "IDP_SMS_BACKEND"),
+    ({"IDP_SMS_BACKEND": "webhook", "IDP_SMS_WEBHOOK_URL": ""}, "IDP_SMS_WEBHOOK_URL"),
+    ({"IDP_MAIL_FROM": "no-reply@localhost"}, "IDP_MAIL_FROM"),
 ])
 def test_an_unsafe_production_setting_is_refused_by_name(tmp_path, change, named):
     with pytest.raises(ConfigError, match=named):

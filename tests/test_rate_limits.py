@@ -1,5 +1,6 @@
-"""Sliding-window rate limits in the database (idp.ratelimit): counting, sliding, refusals
-that record nothing, limits shared by several instances, and exact counts under concurrency."""
+"""Sliding-window rate limits (idp.ratelimit), in the database and in Redis alike: counting,
+sliding, refusals that record nothing, limits shared by several instances, and exact counts
+under concurrency."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import pytest
 
 from idp import create_app, ratelimit
 from idp.extensions import db
-from idp.models import RateCounter
 from tests.conftest import base_config
+from tests.ratelimit_support import events_of
 
 T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def app_config(rate_limit_backend):
+    return rate_limit_backend
 
 
 def hit(*limits, now):
@@ -26,9 +32,7 @@ def hit(*limits, now):
 
 
 def events(key) -> list[float]:
-    db.session.expire_all()
-    row = db.session.get(RateCounter, key)
-    return sorted(row.events) if row else []
+    return events_of(key)
 
 
 def test_allows_count_events_in_the_window_then_refuses_with_seconds_until_a_slot_frees(app):
@@ -122,8 +126,8 @@ def test_forget_takes_back_one_counted_event(app):
     assert hit(limit, now=T0 + 1) is None
 
 
-def test_two_instances_on_one_database_share_their_counts(app, tmp_path):
-    other = create_app(base_config(tmp_path))  # same SQLALCHEMY_DATABASE_URI as ``app``
+def test_two_instances_on_one_database_share_their_counts(app, tmp_path, app_config):
+    other = create_app(base_config(tmp_path, **app_config))  # the same stores as ``app``
     assert other is not app
     assert other.config["SQLALCHEMY_DATABASE_URI"] == app.config["SQLALCHEMY_DATABASE_URI"]
     limit = ratelimit.Limit("account", "t:shared", 2, 900)
@@ -140,9 +144,9 @@ def test_two_instances_on_one_database_share_their_counts(app, tmp_path):
 @pytest.mark.parametrize("threads,count,row_exists", [(12, 5, False), (12, 5, True),
                                                      (8, 1, True)])
 def test_concurrent_hits_from_several_instances_let_exactly_count_through(
-    app, tmp_path, threads, count, row_exists
+    app, tmp_path, app_config, threads, count, row_exists
 ):
-    instances = [app, create_app(base_config(tmp_path))]
+    instances = [app, create_app(base_config(tmp_path, **app_config))]
     limit = ratelimit.Limit("account", f"t:race:{count}", count, 900)
     if row_exists:  # an event long gone from the window
         assert hit(limit, now=T0 - 10_000) is None

@@ -586,6 +586,8 @@ def test_private_key_jwt_jti_reused_in_a_new_assertion_is_refused(client, jwt_cl
     pytest.param({"iss": "someone-else"}, id="iss-not-sub"),
     pytest.param({"exp": 10**20}, id="absurd-exp"),
     pytest.param({"jti": {"not": "a string"}}, id="non-string-jti"),
+    pytest.param({"jti": "j\x00ti"}, id="nul-in-jti"),
+    pytest.param({"jti": "j" * 201}, id="overlong-jti"),
 ])
 def test_private_key_jwt_with_bad_claims_is_invalid_client(client, jwt_client, overrides):
     service, key = jwt_client

@@ -11,12 +11,9 @@ import argparse
 import json
 import os
 import secrets
-import signal
-import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from gunicorn.app.base import BaseApplication
 
 from examples.relying_party.app import create_app
 
@@ -40,12 +37,33 @@ DEMO_APPS = {
 }
 
 
-class PathOnlyRequestHandler(WSGIRequestHandler):
-    """Logs the path without the query string, where codes and states travel."""
+# Access log lines carry the path without the query string, where codes and states travel.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
 
-    def log_request(self, code="-", size="-"):
-        path = urlsplit(getattr(self, "path", "") or "").path
-        self.log("info", '"%s %s" %s %s', getattr(self, "command", "-"), path, code, size)
+
+class DemoServer(BaseApplication):
+    """gunicorn serving one demo app: one worker process with threads, because the app keeps
+    the sessions ended by back-channel logout in its memory."""
+
+    def __init__(self, app, host: str, port: int, threads: int = 8):
+        self.application = app
+        self.options = {
+            "bind": f"{host}:{port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": threads,
+            "accesslog": "-",
+            "access_log_format": ACCESS_LOG_FORMAT,
+            "graceful_timeout": 5,
+        }
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.application
 
 
 def instance_path() -> Path:
@@ -107,17 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config, host, port = build_config(args)
     app = create_app(config)
-    server = make_server(host, port, app, threaded=True,
-                         request_handler=PathOnlyRequestHandler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"{config['NAME']} ({args.app}) on {config['BASE_URL']}, "
           f"issuer {config['ISSUER']}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    # gunicorn reads its own command line: give it none of ours.
+    DemoServer(app, host, port).run()
 
 
 if __name__ == "__main__":

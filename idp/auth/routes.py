@@ -8,7 +8,7 @@ import time
 from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from idp import audit, ratelimit
+from idp import audit, metrics, ratelimit
 from idp.auth.forms import ConsentForm, LoginForm, TermsForm
 from idp.auth.sessions import current_session, record_authentication
 from idp.auth.steps import CONSENT_SCOPES
@@ -36,6 +36,8 @@ def login_limits(username: str) -> list[ratelimit.Limit]:
 
 PASSWORD_EVENT = {"method": "pwd", "amr": ["pwd"], "factor": "password"}
 LOGIN_FAILED = "The user name or password you entered is incorrect."
+SIGN_IN_UNAVAILABLE = ("Sign-in is temporarily unavailable. Your password was not "
+                       "checked. Try again in a minute.")
 
 
 def _client(pending) -> Client:
@@ -54,13 +56,22 @@ def login(pending_id: str):
         username = form.username.data
         limits = login_limits(username)
         attempt_at = time.time()
-        refused = ratelimit.hit(limits, now=attempt_at)
+        try:
+            refused = ratelimit.hit(limits, now=attempt_at)
+        except ratelimit.RateLimitUnavailable as exc:
+            # Password guesses are never let through unthrottled: ask to come back shortly.
+            db.session.rollback()
+            metrics.sign_in("unavailable")
+            return (render_template("idp/login.html", form=form, client=client,
+                                    error=SIGN_IN_UNAVAILABLE),
+                    503, {"Retry-After": str(exc.retry_after)})
         if refused is not None:
             db.session.rollback()
             limit, retry_after = refused
             audit.record("login_throttled", client_id=client.client_id, limit=limit.name,
                          retry_after=retry_after)
             db.session.commit()
+            metrics.sign_in("throttled")
             minutes = max(1, math.ceil(retry_after / 60))
             error = (f"Too many sign-in attempts. For your security, wait {minutes} "
                      f"minute{'s' if minutes != 1 else ''} and try again.")
@@ -80,10 +91,12 @@ def login(pending_id: str):
             pending.user_id, pending.login_at = user.id, utcnow()
             audit.record("login_succeeded", user_id=user.id, client_id=client.client_id)
             db.session.commit()
+            metrics.sign_in("accepted")
             return redirect(resume_url(pending))
         audit.record("login_failed", user_id=user.id if user else None,
                      client_id=client.client_id)
         db.session.commit()
+        metrics.sign_in("unknown_user" if user is None else "disabled" if ok else "rejected")
         error = LOGIN_FAILED
     status = 200 if error is None and not form.errors else 400
     return render_template("idp/login.html", form=form, client=client, error=error), status

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app, g, session
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from idp import audit
 from idp.extensions import db
@@ -77,12 +79,17 @@ def record_authentication(user: User, event: dict) -> SsoSession:
 
 
 def note_client(row: SsoSession, client_id: str) -> None:
-    """Remember that ``client_id`` took part in the session (for logout)."""
-    exists = db.session.scalar(
-        db.select(SessionClient.id).filter_by(session_id=row.id, client_id=client_id)
+    """Remember that ``client_id`` took part in the session (for logout). Several
+    authorizations of one session may finish at once (tabs, instances): one row is kept."""
+    if row.id is None:
+        db.session.flush()
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(
+        insert(SessionClient)
+        .values(session_id=row.id, client_id=client_id, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["session_id", "client_id"])
     )
-    if exists is None:
-        db.session.add(SessionClient(session_id=row.id, client_id=client_id))
 
 
 def end_session(row: SsoSession, reason: str) -> list[str]:

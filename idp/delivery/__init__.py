@@ -17,6 +17,9 @@ Every SMS also counts against ``IDP_SMS_LIMIT_PER_PHONE`` per 24 hours and the g
 ``IDP_SMS_LIMIT_GLOBAL_PER_HOUR`` breaker, which stops SMS (email keeps working). A refused
 send counts against nothing; a send the provider did not take is taken back from the interval
 and the account's passcodes (the user may retry at once) but still counts for the SMS limits.
+While the limits cannot be counted (``IDP_REDIS_URL`` set and Redis not answering), every
+throttled message is refused with :class:`ThrottledError` (reason ``throttled:unavailable``);
+email notices, which no limit counts, still go out.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from flask import current_app, render_template
 
-from idp import audit, ratelimit
+from idp import audit, metrics, ratelimit
 from idp.delivery.mail import MAIL_BACKENDS, TransportError, build_message, render_email
 from idp.delivery.phone import PhoneNumberError, mask_email, mask_phone, normalize_us_phone
 from idp.delivery.sms import SMS_BACKENDS
@@ -122,7 +125,16 @@ def _check_throttles(channel: str, destination: str, masked: str, kind: str,
     taken back."""
     limits = _limits(channel, destination, kind, user_id)
     at = time.time()
-    refused = ratelimit.hit(limits, at)
+    try:
+        refused = ratelimit.hit(limits, at)
+    except ratelimit.RateLimitUnavailable as exc:
+        # Fail closed: nothing is sent while the send limits cannot be counted.
+        db.session.rollback()
+        metrics.delivery(channel, kind, "unavailable")
+        what = "the email" if channel == "email" else "the text message"
+        raise ThrottledError(
+            f"We can't send {what} right now. Try again in a minute; nothing you have done "
+            "so far is lost.", "throttled:unavailable", exc.retry_after) from None
     if refused is None:
         db.session.commit()
         return limits, at
@@ -134,6 +146,7 @@ def _check_throttles(channel: str, destination: str, masked: str, kind: str,
     audit.record("delivery_throttled", user_id=user_id, channel=channel, kind=kind,
                  limit=limit.name, to=masked, retry_after=retry_after)
     db.session.commit()
+    metrics.delivery(channel, kind, "throttled")
     raise ThrottledError(_throttle_message(limit.name, channel, kind, masked, retry_after),
                          f"throttled:{limit.name}", retry_after)
 
@@ -149,6 +162,7 @@ def _failed(channel: str, kind: str, masked: str, user_id: int | None, backend: 
     audit.record("delivery_failed", user_id=user_id, channel=channel, kind=kind, to=masked,
                  backend=backend, error=str(exc))
     db.session.commit()
+    metrics.delivery(channel, kind, "failed")
     what = "the email" if channel == "email" else "the text message"
     return DeliveryError(
         f"We couldn't send {what} just now. Try again in a moment, or choose another "
@@ -161,6 +175,7 @@ def _sent(channel: str, kind: str, masked: str, user_id: int | None, backend: st
     audit.record("delivery_sent", user_id=user_id, channel=channel, kind=kind, to=masked,
                  backend=backend)
     db.session.commit()
+    metrics.delivery(channel, kind, "sent")
 
 
 def send_email(to: str, template: str, context: dict[str, Any] | None = None, *,
@@ -172,6 +187,7 @@ def send_email(to: str, template: str, context: dict[str, Any] | None = None, *,
     try:
         message = build_message(to, subject, text, html)
     except ValueError:
+        metrics.delivery("email", kind, "invalid")
         raise DeliveryError("This email address can't be used. Check it and try again, or "
                             "choose another method.", "invalid recipient address") from None
     counted = _check_throttles("email", to, masked, kind, user_id)
@@ -188,7 +204,11 @@ def send_sms(to: str, template: str, context: dict[str, Any] | None = None, *,
     """Send ``templates/sms/<template>.txt`` to a US number. Commits; may raise
     PhoneNumberError (before anything is sent) or DeliveryError."""
     assert kind in KINDS
-    to = normalize_us_phone(to)
+    try:
+        to = normalize_us_phone(to)
+    except PhoneNumberError:
+        metrics.delivery("sms", kind, "invalid")
+        raise
     masked = mask_phone(to)
     body = " ".join(render_template(f"sms/{template}.txt",
                                     **{**_base_context(client), **(context or {})}).split())

@@ -5,7 +5,7 @@ from datetime import datetime
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oidc.core import AuthorizationCodeMixin
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 
 from idp.extensions import db
 from idp.models.client import Client
@@ -96,10 +96,9 @@ class Token(db.Model, TokenMixin):
     revoked_at: Mapped[datetime | None] = mapped_column()
 
     user: Mapped[User | None] = relationship()
-
-    @property
-    def client(self) -> Client | None:
-        return db.session.scalar(db.select(Client).filter_by(client_id=self.client_id))
+    # The client by its client_id (no foreign key: a deleted client's tokens stay, revoked).
+    client: Mapped[Client | None] = relationship(
+        primaryjoin=lambda: foreign(Token.client_id) == Client.client_id, viewonly=True)
 
     # --- Authlib TokenMixin --------------------------------------------------
 

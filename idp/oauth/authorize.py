@@ -17,6 +17,8 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from flask import current_app, redirect, render_template, request, url_for
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit
 from idp.auth.acr import AcrLadder, amr_for
@@ -231,7 +233,8 @@ def start():
 
 def load_pending(pending_id: str) -> PendingAuthorization:
     """The pending request of this browser with that id, or an explanatory error page."""
-    pending = db.session.get(PendingAuthorization, pending_id) if len(pending_id) < 64 else None
+    known = len(pending_id) < 64 and "\x00" not in pending_id  # never an id we issued
+    pending = db.session.get(PendingAuthorization, pending_id) if known else None
     if pending is None or pending.expires_at <= utcnow():
         raise InteractionError(
             "This sign-in page has expired (a sign-in must be finished within a limited "
@@ -246,12 +249,35 @@ def load_pending(pending_id: str) -> PendingAuthorization:
             title="Sign-in started elsewhere",
         )
     if pending.completed_at is not None:
-        raise InteractionError(
-            "This sign-in was finished already. Go back to the application; if you are not "
-            "signed in there, sign in again from the application.",
-            title="Sign-in already finished",
-        )
+        raise _finished_already()
     return pending
+
+
+def _finished_already() -> InteractionError:
+    return InteractionError(
+        "This sign-in was finished already. Go back to the application; if you are not "
+        "signed in there, sign in again from the application.",
+        title="Sign-in already finished",
+    )
+
+
+def _complete(pending: PendingAuthorization) -> None:
+    """Mark the pending request finished, atomically: of several requests finishing the
+    same sign-in at once (tabs of one browser, on any instance), only one answers the
+    client; the others are told it was finished already."""
+    db.session.flush()
+    now = utcnow()
+    claimed = db.session.execute(
+        update(PendingAuthorization)
+        .where(PendingAuthorization.id == pending.id,
+               PendingAuthorization.completed_at.is_(None))
+        .values(completed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        db.session.rollback()
+        raise _finished_already()
+    set_committed_value(pending, "completed_at", now)
 
 
 def resume_url(pending: PendingAuthorization) -> str:
@@ -282,7 +308,7 @@ def resume(pending: PendingAuthorization):
         audit.record("sign_in_step", user_id=ctx.user.id if ctx.user else None,
                      client_id=pending.client_id, step=step.name, reason=reason)
         if prompt_none:
-            pending.completed_at = utcnow()
+            _complete(pending)
             db.session.commit()
             return respond_error(pending.params, step.prompt_none_error,
                                  f"User interaction is needed ({reason}).")
@@ -294,7 +320,7 @@ def resume(pending: PendingAuthorization):
 def _finish(ctx):
     pending, session, client = ctx.pending, ctx.session, ctx.client
     acr_request = ctx.acr_request
-    pending.completed_at = utcnow()
+    _complete(pending)
     if acr_request.essential and not any(
         ladder().is_met(v, session, client) for v in acr_request.essential
     ):
@@ -324,7 +350,7 @@ def _finish(ctx):
 
 def deny(pending: PendingAuthorization, reason: str):
     """The user declined (consent or terms): tell the client ``access_denied``."""
-    pending.completed_at = utcnow()
+    _complete(pending)
     audit.record("authorization_denied", user_id=pending.user_id, client_id=pending.client_id,
                  reason=reason)
     db.session.commit()

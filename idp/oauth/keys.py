@@ -1,12 +1,21 @@
 """Signing keys: generated on first start, rotated by ``idp keys rotate``.
 
 A retired key stays in the JWKS until every ID token it signed has expired.
+
+Each worker keeps the JWKS it publishes, rendered, for ``IDP_JWKS_CACHE_SECONDS`` (5 s by
+default; 0 reads the database on every request). A key rotated by another process (another
+instance, the command line) is therefore published by every worker within that time; a worker
+that signs with a key its copy does not have, or rotates the key itself, reads the keys again
+at once, and a retired key leaves the copy when its ``publish_until`` passes.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
@@ -38,6 +47,7 @@ def active_key() -> SigningKey:
         key = _new_key()
         db.session.add(key)
         db.session.commit()
+    ensure_published(key.kid)
     return key
 
 
@@ -52,6 +62,7 @@ def rotate() -> SigningKey:
     key = _new_key()
     db.session.add(key)
     db.session.commit()
+    forget_published()
     return key
 
 
@@ -71,6 +82,51 @@ def published_keys() -> list[SigningKey]:
 
 def jwks() -> dict:
     return {"keys": [k.public_jwk for k in published_keys()]}
+
+
+_PUBLISHED = "idp.published_keys"
+
+
+@dataclass(frozen=True)
+class Published:
+    """The JWKS as served: its JSON, its entity tag (unquoted) and the key ids in it."""
+
+    body: bytes
+    etag: str
+    kids: frozenset[str]
+    until: float  # time.monotonic() after which the keys are read again
+
+
+def published() -> Published:
+    """The JWKS of this worker (see the module's docstring for how fresh it is)."""
+    cached: Published | None = current_app.extensions.get(_PUBLISHED)
+    now = time.monotonic()
+    if cached is not None and now < cached.until:
+        return cached
+    rows = published_keys()
+    body = json.dumps({"keys": [k.public_jwk for k in rows]}, separators=(",", ":"),
+                      sort_keys=True).encode()
+    lifetime = float(current_app.config["IDP_JWKS_CACHE_SECONDS"])
+    leaving = [k.publish_until for k in rows if not k.active and k.publish_until is not None]
+    if leaving:
+        lifetime = min(lifetime, (min(leaving) - utcnow()).total_seconds())
+    entry = Published(body=body, etag=hashlib.sha256(body).hexdigest()[:32],
+                      kids=frozenset(k.kid for k in rows), until=now + lifetime)
+    if lifetime > 0:
+        current_app.extensions[_PUBLISHED] = entry
+    return entry
+
+
+def forget_published() -> None:
+    """Read the keys again at the next request (after a rotation)."""
+    current_app.extensions.pop(_PUBLISHED, None)
+
+
+def ensure_published(kid: str) -> None:
+    """A key that signs here is published here at once."""
+    cached: Published | None = current_app.extensions.get(_PUBLISHED)
+    if cached is not None and kid not in cached.kids:
+        forget_published()
 
 
 def verification_keyset() -> KeySet:

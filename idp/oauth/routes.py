@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, current_app, render_template, request
 
+from idp import metrics
+from idp.config import JWKS_MAX_AGE
 from idp.extensions import csrf, db
 from idp.models import AUTH_METHODS
 from idp.oauth import authorize as flow
@@ -67,23 +71,31 @@ def discovery_document() -> dict:
     }
 
 
+def _public_json(body: bytes, etag: str, max_age: int):
+    """A JSON document anyone may read and cache, rendered once; ``304`` when the client
+    has it already."""
+    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": f'"{etag}"',
+               "Access-Control-Allow-Origin": "*"}
+    if "If-None-Match" in request.headers and request.if_none_match.contains(etag):
+        return current_app.response_class(status=304, headers=headers)
+    return current_app.response_class(body, mimetype="application/json", headers=headers)
+
+
 @bp.get("/.well-known/openid-configuration")
 def discovery():
-    doc = current_app.extensions.get("idp.discovery")
-    if doc is None:
-        doc = current_app.extensions["idp.discovery"] = discovery_document()
-    response = jsonify(doc)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+    # The document depends on the configuration only: rendered once per process.
+    rendered = current_app.extensions.get("idp.discovery")
+    if rendered is None:
+        body = json.dumps(discovery_document(), separators=(",", ":")).encode()
+        rendered = (body, hashlib.sha256(body).hexdigest()[:32])
+        current_app.extensions["idp.discovery"] = rendered
+    return _public_json(*rendered, max_age=300)
 
 
 @bp.get("/jwks.json")
 def jwks():
-    response = jsonify(keys.jwks())
-    response.headers["Cache-Control"] = "public, max-age=60"
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+    published = keys.published()
+    return _public_json(published.body, published.etag, max_age=JWKS_MAX_AGE)
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -116,14 +128,19 @@ def _repeated_parameter_error():
 @bp.post("/token")
 @csrf.exempt
 def token():
+    grant_type = request.form.get("grant_type")
     refused = _repeated_parameter_error()
     if refused is not None:
+        metrics.token_grant(grant_type, "invalid_request")
         return refused
     response = server.create_token_response()
     if response.status_code == 200:
         db.session.commit()
+        metrics.token_grant(grant_type, "success")
     else:
         db.session.rollback()
+        error = (response.get_json(silent=True) or {}).get("error")
+        metrics.token_grant(grant_type, error if isinstance(error, str) else "other")
     return _no_store(response)
 
 

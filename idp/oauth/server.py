@@ -14,6 +14,7 @@ import logging
 import urllib.request
 from datetime import timedelta
 
+from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import (
     InvalidClientError,
@@ -35,8 +36,9 @@ from authlib.oidc.core import grants as oidc_grants
 from flask import current_app, g
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload, load_only
 from werkzeug.local import LocalProxy
 
 from idp import audit
@@ -54,15 +56,33 @@ SECRET_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
 # Scopes that only make sense for a signed-in user (not for client_credentials).
 USER_SCOPES = {"openid", "offline_access"}
 
+# Statements of the hot paths, built once (each request only binds its values).
+_CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id"))
+# A bearer token with what its checks read and its user, in one query.
+_TOKEN_BY_ACCESS = (
+    select(Token).where(Token.access_token_digest == bindparam("digest"))
+    .options(load_only(Token.id, Token.client_id, Token.user_id, Token.scope,
+                       Token.issued_at, Token.expires_at, Token.revoked_at),
+             joinedload(Token.user))
+)
+_TOKEN_BY_REFRESH = (select(Token).where(Token.refresh_token_digest == bindparam("digest"))
+                     .options(joinedload(Token.user)))
+
+
+def new_token(*_args, **_kwargs) -> str:
+    """An access token, refresh token or code: 256 random bits, URL-safe."""
+    return random_token(32)
+
 
 def issuer() -> str:
     return current_app.config["IDP_ISSUER"].rstrip("/")
 
 
 def query_client(client_id) -> Client | None:
-    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+    if (not isinstance(client_id, str) or not client_id or len(client_id) > 64
+            or "\x00" in client_id):
         return None
-    return db.session.scalar(db.select(Client).filter_by(client_id=client_id))
+    return db.session.scalar(_CLIENT_BY_ID, {"client_id": client_id})
 
 
 def save_token(token: dict, request) -> None:
@@ -136,6 +156,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             params.append(("state", self.request.payload.state))
         return params
 
+    def generate_authorization_code(self) -> str:
+        return new_token()
+
     def save_authorization_code(self, code, request, sign_in=None):
         sign_in = sign_in or {}
         data = request.payload.data
@@ -181,6 +204,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             .where(AuthorizationCode.id == authorization_code.id,
                    AuthorizationCode.used_at.is_(None))
             .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             revoke_tokens_of_code(authorization_code)
@@ -208,9 +232,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_refresh_token(self, refresh_token):
         if not isinstance(refresh_token, str) or len(refresh_token) > 200:
             return None
-        row = db.session.scalar(
-            db.select(Token).filter_by(refresh_token_digest=digest(refresh_token))
-        )
+        row = db.session.scalar(_TOKEN_BY_REFRESH, {"digest": digest(refresh_token)})
         if row is None:
             return None
         if row.rotated_at is not None:
@@ -246,6 +268,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             .where(Token.id == refresh_token.id, Token.rotated_at.is_(None),
                    Token.revoked_at.is_(None))
             .values(rotated_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             db.session.rollback()
@@ -349,7 +372,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         super().verify_claims(claims)
 
     def validate_jti(self, claims, jti):
-        if not isinstance(jti, str) or not jti or len(jti) > 200:
+        if not isinstance(jti, str) or not jti or len(jti) > 200 or "\x00" in jti:
             raise InvalidClientError(description="The assertion's jti is not valid.")
         leeway = timedelta(seconds=current_app.config["IDP_CLIENT_ASSERTION_LEEWAY"])
         db.session.add(UsedClientAssertion(
@@ -420,9 +443,8 @@ class _TokenBearerValidator(BearerTokenValidator):
     def authenticate_token(self, token_string):
         if not token_string or len(token_string) > 200:
             return None
-        row = db.session.scalar(
-            db.select(Token).filter_by(access_token_digest=digest(token_string))
-        )
+        # One query: the token with its user and its client (userinfo needs all three).
+        row = db.session.scalar(_TOKEN_BY_ACCESS, {"digest": digest(token_string)})
         if row is not None and row.user is not None and row.user.disabled:
             return None
         return row
@@ -465,6 +487,12 @@ class BearerProtector(ResourceProtector):
 
 
 class UserInfoEndpoint(_UserInfoEndpoint):
+    def __call__(self, request):
+        # Userinfo is answered as JSON, never as a signed JWT (discovery offers no
+        # userinfo signing algorithm), so the token's client is not needed here.
+        token = self.resource_protector.acquire_token("openid")
+        return 200, self.generate_user_info(token.get_user(), token.scope), default_json_headers
+
     def generate_user_info(self, user, scope):
         if user is None:
             raise InvalidTokenError(description="The access token was not issued to a user.")
@@ -589,7 +617,8 @@ def init_app(app) -> None:
     from idp.oauth.logout import EndSessionEndpoint
 
     lifetime = app.config["IDP_ACCESS_TOKEN_LIFETIME"]
-    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+    app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", new_token)
+    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", new_token)
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {
         "authorization_code": lifetime,
         "refresh_token": lifetime,

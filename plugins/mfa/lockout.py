@@ -11,6 +11,7 @@ from sqlalchemy import update
 from idp import audit
 from idp.extensions import db
 from idp.timeutil import utcnow
+from plugins.mfa import metrics
 from plugins.mfa.models import MfaAccount
 
 
@@ -41,6 +42,7 @@ def record_failure(user_id: int) -> datetime | None:
         account.locked_until = until
         account.failures = 0
         audit.record("mfa_locked", user_id=user_id, until=until.isoformat())
+        metrics.locked_out()
         return until
     return None
 

@@ -39,6 +39,7 @@ from idp.oauth.server import issuer
 from idp.security import digest, random_token
 from idp.timeutil import utcnow
 from plugins.mfa import devices, lockout, passcodes, policy
+from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import ENROLLABLE, FACTORS, RecoveryFactor, TotpFactor
 from plugins.mfa.forms import (
     ContinueForm,
@@ -198,6 +199,28 @@ def _after_setup(ctx):
 
 def _login_first(ctx):
     return redirect(resume_url(ctx.pending))
+
+
+def _setup_interaction(pending_id: str):
+    """A factor set-up page's sign-in: ``(ctx, purpose, None)``, or ``(ctx, None, response)``
+    when the person belongs elsewhere (the password first, or on with the sign-in)."""
+    ctx = _interaction(pending_id)
+    if ctx.user is None:
+        return ctx, None, _login_first(ctx)
+    purpose = _setup_purpose(ctx)
+    if purpose is None:
+        return ctx, None, _resume(ctx)
+    return ctx, purpose, None
+
+
+def _locked_error(ctx, kind: str, purpose: str) -> str | None:
+    """The message while the account is in the MFA cool-down (a try then is counted as
+    refused), or None."""
+    if not lockout.locked_until(ctx.user.id):
+        return None
+    if request.method == "POST":
+        mfa_metrics.checked(kind, purpose, "locked")
+    return _locked_message(ctx)
 
 
 def _setup_purpose(ctx) -> str | None:
@@ -394,11 +417,9 @@ def email_link():
 
 @bp.route("/enroll/<pending_id>", methods=["GET", "POST"])
 def enroll(pending_id: str):
-    ctx = _interaction(pending_id)
-    if ctx.user is None:
-        return _login_first(ctx)
-    if _setup_purpose(ctx) != "enroll":
-        return _resume(ctx)
+    ctx, purpose, elsewhere = _setup_interaction(pending_id)
+    if elsewhere is not None or purpose != "enroll":
+        return elsewhere or _resume(ctx)
     form = MethodForm()
     kinds = ENROLLABLE
     if policy.ACR_AAL2 in ctx.acr_request.essential:
@@ -421,12 +442,9 @@ def enroll(pending_id: str):
 @bp.route("/phone/<pending_id>", methods=["GET", "POST"])
 def phone(pending_id: str):
     """Verify Your Phone Number (enrollment, or a new number from Modify MFA Options)."""
-    ctx = _interaction(pending_id)
-    if ctx.user is None:
-        return _login_first(ctx)
-    purpose = _setup_purpose(ctx)
-    if purpose is None:
-        return _resume(ctx)
+    ctx, purpose, elsewhere = _setup_interaction(pending_id)
+    if elsewhere is not None:
+        return elsewhere
     form = PhoneForm()
     error = None
     if form.validate_on_submit():
@@ -453,12 +471,12 @@ def passcode(pending_id: str):
     if (purpose not in ("enroll", "modify") or kind not in ("sms", "email")
             or purpose != _setup_purpose(ctx)):
         return _resume(ctx)
-    form, error = PasscodeForm(), None
-    if lockout.locked_until(ctx.user.id):
-        error = _locked_message(ctx)
-    elif form.validate_on_submit():
+    form = PasscodeForm()
+    error = _locked_error(ctx, kind, purpose)
+    if error is None and form.validate_on_submit():
         outcome = passcodes.verify(ctx.user.id, ctx.pending.id, kind, purpose, destination,
                                    form.passcode.data)
+        mfa_metrics.checked(kind, purpose, outcome)
         if outcome is passcodes.Outcome.OK:
             return _factor_confirmed(ctx, kind, destination, purpose, form.remember.data)
         error = _failure_message(ctx, outcome)
@@ -512,24 +530,21 @@ def resend(pending_id: str):
 @bp.route("/app/<pending_id>", methods=["GET", "POST"])
 def app(pending_id: str):
     """Set up an authentication app: QR code and secret, then a code to confirm."""
-    ctx = _interaction(pending_id)
-    if ctx.user is None:
-        return _login_first(ctx)
-    purpose = _setup_purpose(ctx)
-    if purpose is None:
-        return _resume(ctx)
+    ctx, purpose, elsewhere = _setup_interaction(pending_id)
+    if elsewhere is not None:
+        return elsewhere
     factor: TotpFactor = FACTORS["totp"]
     current = state(ctx)
     if not current.get("totp_secret"):
         update_state(ctx, totp_secret=encrypt(factor.new_secret()))
         db.session.commit()
     secret = decrypt(state(ctx)["totp_secret"])
-    form, error = PasscodeForm(), None
+    form = PasscodeForm()
     form.passcode.label.text = "Code from your app"
-    if lockout.locked_until(ctx.user.id):
-        error = _locked_message(ctx)
-    elif form.validate_on_submit():
+    error = _locked_error(ctx, "totp", purpose)
+    if error is None and form.validate_on_submit():
         step = factor.matching_step(secret, form.passcode.data)
+        mfa_metrics.checked("totp", purpose, "wrong_code" if step is None else "success")
         if step is not None:
             _save_factor(ctx, "totp", secret_encrypted=factor.encrypt_secret(secret),
                          last_step=step)
@@ -581,20 +596,21 @@ def challenge(pending_id: str):
     factor = FACTORS[kind]
     row = _factor(ctx.user.id, kind) if kind != "recovery" else None
     destination = row.destination if row is not None else None
-    form, error, info = PasscodeForm(), None, None
+    form, info = PasscodeForm(), None
     if kind == "recovery":
         form.passcode.label.text = "Recovery code"
     elif kind == "totp":
         form.passcode.label.text = "Code from your app"
-    if lockout.locked_until(ctx.user.id):
-        error = _locked_message(ctx)
-    elif request.method == "POST":
+    error = _locked_error(ctx, kind, "challenge")
+    if error is None and request.method == "POST":
         if form.validate_on_submit():
             ok, outcome = _check_challenge(ctx, kind, row, destination, form.passcode.data)
+            mfa_metrics.checked(kind, "challenge",
+                                "success" if ok else outcome or "wrong_code")
             if ok:
                 return _challenge_passed(ctx, kind, form.remember.data)
             error = _failure_message(ctx, outcome)
-    elif factor.sends_code:
+    elif error is None and factor.sends_code:
         live = passcodes.live_code(ctx.user.id, ctx.pending.id, kind, "challenge", destination)
         if live is not None and state(ctx).get("code_purpose") == "challenge":
             info = "The passcode already sent is still valid."
@@ -716,7 +732,7 @@ def devices_page():
 def faq():
     client = None
     client_id = request.args.get("client_id")
-    if client_id and len(client_id) <= 64:
+    if client_id and len(client_id) <= 64 and "\x00" not in client_id:
         client = db.session.scalar(db.select(Client).filter_by(client_id=client_id))
     cutoff = policy.required_from().strftime("%B %-d, %Y")
     return render_template("mfa/faq.html", client=client, cutoff=cutoff)

@@ -74,9 +74,11 @@ def idp(tmp_path_factory):
         yield server
     finally:
         server.stop()
+        leaks = server.log_leaks()
         apps.stop()
         sms.stop()
         mail.stop()
+    assert not leaks, "secrets in the IdP's log:\n" + "\n".join(leaks)
 
 
 @pytest.fixture(scope="session")
@@ -118,10 +120,14 @@ def person(idp, chromium, journey, request):
     """``person("label")``: someone at a browser of their own (a new context, no cookies)."""
     people: list[Person] = []
 
-    def new_person(label: str = "browser") -> Person:
+    def new_person(label: str = "browser", server: IdpServer | None = None,
+                   **context_options) -> Person:
+        """``server``: another IdP than the shared one; ``context_options``: Playwright's
+        (``java_script_enabled=False`` for a browser without JavaScript)."""
         context = chromium.new_context(viewport=WIDE_VIEWPORT, locale="en-US",
-                                       bypass_csp=True)
-        people.append(Person(idp, context, journey, label))
+                                       bypass_csp=True, **context_options)
+        people.append(Person(server or idp, context, journey, label,
+                             javascript=context_options.get("java_script_enabled", True)))
         return people[-1]
 
     yield new_person

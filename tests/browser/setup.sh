@@ -8,19 +8,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 chromium="${IDP_TEST_CHROMIUM:-/usr/bin/chromium}"
 
 if [ ! -x "$chromium" ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        as_root=(sudo -n)
-    else
-        echo "tests/browser/setup.sh: $chromium is missing and installing it needs root." >&2
-        echo "Run 'sudo apt-get install chromium' once (or run make test as root), then again." >&2
-        exit 1
-    fi
-    echo "Installing Chromium from the Debian archive (apt-get) ..."
-    export DEBIAN_FRONTEND=noninteractive
-    "${as_root[@]}" apt-get update -qq
-    "${as_root[@]}" apt-get install -y -qq chromium >/dev/null
+    bash "$here/../apt-install.sh" tests/browser/setup.sh chromium
     if [ ! -x "$chromium" ]; then
         echo "tests/browser/setup.sh: apt-get installed chromium, but $chromium is missing." >&2
         exit 1

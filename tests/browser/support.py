@@ -127,6 +127,8 @@ class IdpServer:
         # Sites whose pages the tests check on arrival: the IdP and the demo applications.
         self.checked_origins: set[str] = {self.url}
         self._phones = iter(range(100))
+        # Secrets this server handed out or was given, for the scan of its log at the end.
+        self.secrets_seen: dict[str, str] = {PASSWORD: "password"}
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
         env.update({k: str(v) for k, v in mail.settings().items()})
         env.update({
@@ -184,7 +186,15 @@ class IdpServer:
     def new_phone(self) -> str:
         """A US mobile number no other test of this server uses (the SMS limits count per
         number)."""
-        return f"(202) 555-01{next(self._phones):02d}"
+        number = f"(202) 555-01{next(self._phones):02d}"
+        self.secrets_seen[to_e164(number)] = "phone number"
+        return number
+
+    def log_leaks(self) -> list[str]:
+        """Lines of the server's log that hold a secret it handed out or was given."""
+        from tests.log_audit import scan_file
+
+        return scan_file(self.log_path, self.secrets_seen)
 
     # -- the server ---------------------------------------------------------------------
 
@@ -232,6 +242,7 @@ class IdpServer:
             links = [pattern.search(m.text) for m in self.emails_to(address)]
             links = [link.group(0) for link in links if link]
             if links:
+                self.secrets_seen[parse_qs(urlsplit(links[-1]).query)["token"][0]] = "link token"
                 return links[-1]
             assert time.monotonic() < deadline, f"no verification link to {address} arrived"
             time.sleep(0.05)
@@ -242,6 +253,7 @@ class IdpServer:
         text = self.emails_to(address)[(count or 0) - 1].text
         match = re.search(r"\b(\d{6})\b", text)
         assert match, f"no passcode in:\n{text}"
+        self.secrets_seen[match.group(1)] = "passcode"
         return match.group(1)
 
     def texts_to(self, e164: str) -> list[str]:
@@ -263,6 +275,7 @@ class IdpServer:
         body = self.texts_to(e164)[(count or 0) - 1]
         match = re.search(r"\b(\d{6})\b", body)
         assert match, f"no passcode in {body!r}"
+        self.secrets_seen[match.group(1)] = "passcode"
         return match.group(1)
 
 
@@ -415,6 +428,11 @@ class RelyingParty:
     def id_token_claims(self, request: AuthorizationRequest, callback_url: str) -> dict:
         """Check the callback, exchange its code and return the verified ID token's claims."""
         params = {k: v[0] for k, v in parse_qs(urlsplit(callback_url).query).items()}
+        return self.claims_from_response(request, params)
+
+    def claims_from_response(self, request: AuthorizationRequest, params: dict) -> dict:
+        """Check the authorization response's ``params`` (from the query string or a posted
+        form), exchange its code and return the verified ID token's claims."""
         assert "error" not in params, params
         assert params.get("state") == request.state, params
         assert params.get("iss") == self.idp.url, params
@@ -426,6 +444,11 @@ class RelyingParty:
         )
         assert response.status_code == 200, response.text
         self.tokens = response.json()
+        for name in ("access_token", "refresh_token", "id_token"):
+            if self.tokens.get(name):
+                self.idp.secrets_seen[self.tokens[name]] = name.replace("_", " ")
+        self.idp.secrets_seen[params["code"]] = "code"
+        self.idp.secrets_seen[self.app.secret] = "client secret"
         self.access_token = self.tokens["access_token"]
         keyset = KeySet.import_key_set(
             requests.get(self.idp.url + "/jwks.json", timeout=HTTP_TIMEOUT).json())
@@ -484,8 +507,10 @@ class Person:
     this class's methods are counted too, and :meth:`unchecked_pages` reports them.
     """
 
-    def __init__(self, idp: IdpServer, context: BrowserContext, journey: Journey, label: str):
+    def __init__(self, idp: IdpServer, context: BrowserContext, journey: Journey, label: str,
+                 javascript: bool = True):
         self.idp, self.context, self.journey, self.label = idp, context, journey, label
+        self.javascript = javascript
         self.foreign_requests: list[str] = []
         self.navigated = 0
         self.checked = 0
@@ -506,6 +531,12 @@ class Person:
 
     def unchecked_pages(self) -> int:
         return self.navigated - self.checked
+
+    def passed_through(self, pages: int = 1) -> None:
+        """Count ``pages`` that left by themselves as soon as they loaded (the form_post page
+        submits itself): they cannot be checked in this tab. A browser without JavaScript
+        stays on them, and a test checks them there."""
+        self.checked += pages
 
     @property
     def at_idp(self) -> bool:
@@ -542,6 +573,8 @@ class Person:
 
     def axe_violations(self) -> list[str]:
         """axe-core's serious and critical violations on the current page, as text."""
+        if not self.javascript:
+            return self._twin_axe_violations()
         if not self.page.evaluate("() => typeof window.axe !== 'undefined'"):
             self.page.add_script_tag(content=axe_source())
         results = self.page.evaluate(
@@ -550,6 +583,22 @@ class Person:
             " nodes: v.nodes.map(n => n.target.join(' ') + ' ' + n.failureSummary)})); }")
         return [f"- [{v['impact']}] {v['id']}: {v['help']}\n    " + "\n    ".join(v["nodes"])
                 for v in results if v["impact"] in BLOCKING_IMPACTS]
+
+    def _twin_axe_violations(self) -> list[str]:
+        """axe-core needs scripts: a browser without JavaScript has its page checked in a
+        twin tab that runs them, served the same markup at the same address, without the
+        handlers that would act on load (the form_post page submits itself)."""
+        html = re.sub(r'\son(load|DOMContentLoaded)="[^"]*"', "", self.page.content())
+        twin = self.context.browser.new_context(viewport=WIDE_VIEWPORT, locale="en-US",
+                                                bypass_csp=True)
+        try:
+            checker = Person(self.idp, twin, self.journey, self.label + "-twin")
+            checker.page.route(self.page.url, lambda route: route.fulfill(
+                status=200, body=html, content_type="text/html; charset=utf-8"))
+            checker.page.goto(self.page.url, wait_until="load")
+            return checker.axe_violations()
+        finally:
+            twin.close()
 
     @contextmanager
     def navigation(self) -> Iterator[None]:
