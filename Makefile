@@ -35,11 +35,16 @@ run: $(VENV)/.installed
 		--workers $(IDP_WORKERS)
 
 # The browser tests need Debian's Chromium and axe-core: tests/browser/setup.sh installs them
-# when missing (apt-get as root or with sudo, npm ci from tests/browser/package-lock.json).
+# when missing (apt-get as root or with sudo, npm ci from tests/browser/package-lock.json);
+# tests/services/setup.sh installs PostgreSQL and Redis the same way. The tests start their own
+# servers on loopback ports and stop them. The suite runs on SQLite (with the browser tests),
+# then again on PostgreSQL.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	bash tests/browser/setup.sh
+	bash tests/services/setup.sh
 	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --database=postgresql --ignore=tests/browser
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oidc.core import AuthorizationCodeMixin
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 
 from idp.extensions import db
@@ -31,7 +31,7 @@ class AuthorizationCode(db.Model, AuthorizationCodeMixin):
     nonce: Mapped[str | None] = mapped_column(Text)
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(10))
-    auth_time: Mapped[int] = mapped_column()
+    auth_time: Mapped[int] = mapped_column(BigInteger)
     acr: Mapped[str | None] = mapped_column(String(200))
     amr: Mapped[list] = mapped_column(JSON, default=list)
     sid: Mapped[str | None] = mapped_column(String(64))
@@ -86,7 +86,7 @@ class Token(db.Model, TokenMixin):
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     code_id: Mapped[int | None] = mapped_column(index=True)
     sid: Mapped[str | None] = mapped_column(String(64), index=True)
-    auth_time: Mapped[int | None] = mapped_column()
+    auth_time: Mapped[int | None] = mapped_column(BigInteger)
     acr: Mapped[str | None] = mapped_column(String(200))
     amr: Mapped[list | None] = mapped_column(JSON)
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
