@@ -38,13 +38,13 @@ run: $(VENV)/.installed
 # when missing (apt-get as root or with sudo, npm ci from tests/browser/package-lock.json);
 # tests/services/setup.sh installs PostgreSQL and Redis the same way. The tests start their own
 # servers on loopback ports and stop them. The suite runs on SQLite (with the browser tests),
-# then again on PostgreSQL.
+# then again on PostgreSQL (but the tests that use their own PostgreSQL in either run).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	bash tests/browser/setup.sh
 	bash tests/services/setup.sh
 	$(BIN)/pytest -n auto
-	$(BIN)/pytest -n auto --database=postgresql --ignore=tests/browser
+	$(BIN)/pytest -n auto --database=postgresql --ignore=tests/browser -m "not own_postgresql"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

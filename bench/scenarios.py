@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -19,6 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from bench.load import OperationError
+from bench.rawhttp import RawHttp, basic_authorization
 from bench.seed import USERNAME_FORMAT, totp_secret
 from bench.server import PASSWORD, Client, Instance
 
@@ -223,6 +225,21 @@ CEILING = Scenario("argon2id", "one argon2id verification per request (bench.arg
                    kind="ceiling")
 
 
+@dataclass
+class ApiUser:
+    """A virtual user of the one-request scenarios: its connection and, for refresh and
+    userinfo, its tokens."""
+
+    http: RawHttp
+    refresh_token: str | None = None
+    access_token: str | None = None
+    request: bytes = b""
+
+    @property
+    def requests(self) -> int:
+        return self.http.requests
+
+
 class Workload:
     """The virtual users and operations of every scenario against one instance."""
 
@@ -230,77 +247,95 @@ class Workload:
         self.instance = instance
         self.base = instance.issuer
         self.clients: list[httpx.AsyncClient] = []
+        self.raw: list[RawHttp] = []
         self.signin = SignIn(instance, Accounts(instance))
-        self.users: dict[str, list[Browser]] = {}
+        self.users: dict[str, list] = {}
 
     def http(self, connections: int = 1) -> httpx.AsyncClient:
         client = new_http(self.base, connections)
         self.clients.append(client)
         return client
 
+    def api_user(self) -> ApiUser:
+        raw = RawHttp(self.base)
+        self.raw.append(raw)
+        return ApiUser(raw)
+
     async def prepare(self) -> None:
-        """Browsers for every scenario, and a refresh token chain and an access token for
-        each virtual user of ``refresh`` and ``userinfo`` (by signing in with
+        """Virtual users for every scenario, and a refresh token chain and an access token
+        for each virtual user of ``refresh`` and ``userinfo`` (from sign-ins with
         offline_access: consent and terms on the way)."""
+        service = self.instance.service_client
+        fixed = {
+            "healthz": ("GET", "/healthz", None, None),
+            "discovery": ("GET", "/.well-known/openid-configuration", None, None),
+            "jwks": ("GET", "/jwks.json", None, None),
+            "client_credentials": ("POST", "/token", {
+                "Authorization": basic_authorization(service.client_id, service.secret)},
+                {"grant_type": "client_credentials"}),
+        }
         for scenario in SCENARIOS:
-            self.users[scenario.name] = [Browser(self.http()) for _ in
-                                         range(scenario.concurrency)]
-        tokens = self.users["refresh"]
-        await asyncio.gather(*(self.signin.run(b, OFFLINE_SCOPE) for b in tokens))
-        for browser, other in zip(self.users["userinfo"], tokens, strict=False):
-            other_token = other.access_token
-            browser.access_token = other_token
-        if any(b.refresh_token is None for b in tokens):
+            if scenario.kind == "sign-in":
+                self.users[scenario.name] = [Browser(self.http())
+                                             for _ in range(scenario.concurrency)]
+                continue
+            users = [self.api_user() for _ in range(scenario.concurrency)]
+            if scenario.name in fixed:
+                method, path, headers, form = fixed[scenario.name]
+                for user in users:
+                    user.request = user.http.prepare(method, path, headers, form)
+            self.users[scenario.name] = users
+        browsers = [Browser(self.http()) for _ in self.users["refresh"]]
+        await asyncio.gather(*(self.signin.run(b, OFFLINE_SCOPE) for b in browsers))
+        if any(b.refresh_token is None for b in browsers):
             raise RuntimeError("a sign-in with offline_access gave no refresh token")
+        for browser, user in zip(browsers, self.users["refresh"], strict=True):
+            user.refresh_token = browser.refresh_token
+        for browser, user in zip(browsers, self.users["userinfo"], strict=False):
+            user.request = user.http.prepare(
+                "GET", "/userinfo", {"Authorization": f"Bearer {browser.access_token}"})
 
     async def close(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in self.raw), return_exceptions=True)
 
     def operation(self, name: str):
-        service = self.instance.service_client
         code_client = self.instance.code_client
+        refresh_authorization = basic_authorization(code_client.client_id, code_client.secret)
 
-        async def get(browser: Browser, path: str) -> None:
-            expect(await browser.request("GET", path))
+        async def fixed(user: ApiUser) -> None:
+            answer = await user.http.send(user.request)
+            if answer.status != 200:
+                raise OperationError(f"{name} answered {answer.status}: {answer.body[:200]!r}")
 
-        async def healthz(browser: Browser) -> None:
-            await get(browser, "/healthz")
+        async def client_credentials(user: ApiUser) -> None:
+            answer = await user.http.send(user.request)
+            if answer.status != 200 or b'"access_token"' not in answer.body:
+                raise OperationError(f"token answered {answer.status}: {answer.body[:200]!r}")
 
-        async def discovery(browser: Browser) -> None:
-            await get(browser, "/.well-known/openid-configuration")
-
-        async def jwks(browser: Browser) -> None:
-            await get(browser, "/jwks.json")
-
-        async def client_credentials(browser: Browser) -> None:
-            body = expect(await browser.request(
-                "POST", "/token", auth=basic(service),
-                data={"grant_type": "client_credentials"})).json()
-            if "access_token" not in body:
-                raise OperationError("no access token")
-
-        async def refresh(browser: Browser) -> None:
-            if browser.refresh_token is None:
+        async def refresh(user: ApiUser) -> None:
+            if user.refresh_token is None:
                 raise OperationError("this virtual user's refresh token chain is broken")
-            token, browser.refresh_token = browser.refresh_token, None
-            body = expect(await browser.request(
-                "POST", "/token", auth=basic(code_client),
-                data={"grant_type": "refresh_token", "refresh_token": token})).json()
-            if not body.get("refresh_token") or body["refresh_token"] == token:
+            token, user.refresh_token = user.refresh_token, None
+            answer = await user.http.send(user.http.prepare(
+                "POST", "/token", {"Authorization": refresh_authorization},
+                {"grant_type": "refresh_token", "refresh_token": token}))
+            if answer.status != 200:
+                raise OperationError(f"token answered {answer.status}: {answer.body[:200]!r}")
+            issued = json.loads(answer.body).get("refresh_token")
+            if not issued or issued == token:
                 raise OperationError("the refresh token did not rotate")
-            browser.refresh_token = body["refresh_token"]
+            user.refresh_token = issued
 
-        async def userinfo(browser: Browser) -> None:
-            body = expect(await browser.request(
-                "GET", "/userinfo",
-                headers={"Authorization": f"Bearer {browser.access_token}"})).json()
-            if "sub" not in body:
-                raise OperationError("no sub in userinfo")
+        async def userinfo(user: ApiUser) -> None:
+            answer = await user.http.send(user.request)
+            if answer.status != 200 or b'"sub"' not in answer.body:
+                raise OperationError(f"userinfo answered {answer.status}: {answer.body[:200]!r}")
 
         async def sign_in(browser: Browser) -> None:
             await self.signin.run(browser)
 
-        return {"healthz": healthz, "discovery": discovery, "jwks": jwks,
+        return {"healthz": fixed, "discovery": fixed, "jwks": fixed,
                 "client_credentials": client_credentials, "refresh": refresh,
                 "userinfo": userinfo, "sign-in": sign_in}[name]
 
@@ -309,12 +344,15 @@ class CeilingWorkload:
     """Virtual users of the argon2id ceiling (``bench.argon2_app``)."""
 
     def __init__(self, base_url: str):
-        self.clients = [new_http(base_url) for _ in range(CEILING.concurrency)]
-        self.users = [Browser(c) for c in self.clients]
+        self.users = [ApiUser(RawHttp(base_url)) for _ in range(CEILING.concurrency)]
+        for user in self.users:
+            user.request = user.http.prepare("POST", "/verify", form={})
 
     @staticmethod
-    async def operation(browser: Browser) -> None:
-        expect(await browser.request("POST", "/verify"))
+    async def operation(user: ApiUser) -> None:
+        answer = await user.http.send(user.request)
+        if answer.status != 200:
+            raise OperationError(f"verify answered {answer.status}")
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
+        await asyncio.gather(*(u.http.close() for u in self.users), return_exceptions=True)

@@ -69,8 +69,7 @@ async def serve(smtp_port: int, sms_port: int, max_seconds: float) -> None:
     def read_stdin() -> None:
         for line in sys.stdin:
             if line.strip() == "stats":
-                loop.call_soon_threadsafe(
-                    print, f"email={handler.messages} sms={counts['sms']}", flush=True)
+                print(f"email={handler.messages} sms={counts['sms']}", flush=True)
         loop.call_soon_threadsafe(done.set)
 
     threading.Thread(target=read_stdin, daemon=True).start()

@@ -13,3 +13,15 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate(render_as_batch=True, compare_type=True)
 csrf = CSRFProtect()
+
+
+def insert_unless_present(model: type[Base], values: dict, keys: list[str]) -> None:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on PostgreSQL and SQLite: when several
+    requests (tabs, instances) create the same row at once, one row is kept and no request
+    fails. The row is locked for the rest of the transaction on PostgreSQL once it exists."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(insert(model).values(**values).on_conflict_do_nothing(
+        index_elements=keys))

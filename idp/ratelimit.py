@@ -36,10 +36,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from idp.extensions import db
+from idp.extensions import db, insert_unless_present
 from idp.models import RateCounter
 from idp.timeutil import utcnow
 
@@ -77,12 +75,8 @@ class DatabaseBackend:
 
     @staticmethod
     def _lock_row(key: str) -> None:
-        dialect = db.session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        db.session.execute(
-            insert(RateCounter).values(key=key, events=[], updated_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["key"])
-        )
+        insert_unless_present(RateCounter, {"key": key, "events": [], "updated_at": utcnow()},
+                              ["key"])
         # A write to the row, so the lock is ours even when the row existed already.
         db.session.execute(update(RateCounter).where(RateCounter.key == key)
                            .values(updated_at=utcnow()))

@@ -130,3 +130,20 @@ def test_a_bad_database_setting_stops_the_start_naming_the_variable(
     monkeypatch.delenv(name)
     with pytest.raises(ConfigError, match=name):
         create_app(base_config(tmp_path, **{name: value}))
+
+
+def test_a_row_created_twice_at_once_is_kept_once_without_an_error(app, alice, rp):
+    """Two presses of I Agree (two tabs, two instances) create the same row: the second
+    insert finds it instead of failing on the unique constraint."""
+    from idp.extensions import insert_unless_present
+    from idp.models import TermsAcceptance
+    from idp.timeutil import utcnow
+
+    values = {"user_id": alice.id, "client_id": rp[0].client_id, "terms_digest": "first",
+              "accepted_at": utcnow()}
+    insert_unless_present(TermsAcceptance, values, ["user_id", "client_id"])
+    insert_unless_present(TermsAcceptance, {**values, "terms_digest": "second"},
+                          ["user_id", "client_id"])
+    db.session.commit()
+    rows = db.session.scalars(db.select(TermsAcceptance).filter_by(user_id=alice.id)).all()
+    assert [row.terms_digest for row in rows] == ["first"]

@@ -45,6 +45,8 @@ from tests.conftest import forms
 from tests.http_receivers import WebhookReceiver
 from tests.smtp_server import SmtpServer, free_port
 
+pytestmark = pytest.mark.own_postgresql
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

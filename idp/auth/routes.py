@@ -13,7 +13,7 @@ from idp.auth.forms import ConsentForm, LoginForm, TermsForm
 from idp.auth.sessions import current_session, record_authentication
 from idp.auth.steps import CONSENT_SCOPES
 from idp.crypto import keyed_digest
-from idp.extensions import db
+from idp.extensions import db, insert_unless_present
 from idp.models import Client, Consent, TermsAcceptance, User
 from idp.oauth.authorize import deny, load_pending, resume_url
 from idp.passwords import hash_password, needs_rehash, verify_password
@@ -114,12 +114,7 @@ def consent(pending_id: str):
         if form.deny.data:
             return deny(pending, "consent_denied")
         wanted = set(scope_to_list(pending.params.get("scope") or "")) & CONSENT_SCOPES
-        row = db.session.scalar(
-            db.select(Consent).filter_by(user_id=user_id, client_id=client.client_id)
-        )
-        if row is None:
-            row = Consent(user_id=user_id, client_id=client.client_id, scope="")
-            db.session.add(row)
+        row = _own_row(Consent, user_id, client.client_id, scope="", granted_at=utcnow())
         row.scope = list_to_scope(sorted(set(scope_to_list(row.scope or "")) | wanted))
         row.granted_at = utcnow()
         pending.consent_given = True
@@ -129,6 +124,15 @@ def consent(pending_id: str):
         return redirect(resume_url(pending))
     scopes = scope_to_list(pending.params.get("scope") or "") or []
     return render_template("idp/consent.html", form=form, client=client, scopes=scopes)
+
+
+def _own_row(model, user_id: int, client_id: str, **defaults):
+    """The user's row for the client (consent, terms), created if missing; a second press of
+    the same button at the same moment finds it instead of failing."""
+    insert_unless_present(model, {"user_id": user_id, "client_id": client_id, **defaults},
+                          ["user_id", "client_id"])
+    return db.session.scalar(db.select(model).filter_by(user_id=user_id, client_id=client_id)
+                             .execution_options(populate_existing=True))
 
 
 def _session_user_id() -> int | None:
@@ -147,12 +151,8 @@ def terms(pending_id: str):
     if form.validate_on_submit():
         if form.decline.data:
             return deny(pending, "terms_declined")
-        row = db.session.scalar(
-            db.select(TermsAcceptance).filter_by(user_id=user_id, client_id=client.client_id)
-        )
-        if row is None:
-            row = TermsAcceptance(user_id=user_id, client_id=client.client_id, terms_digest="")
-            db.session.add(row)
+        row = _own_row(TermsAcceptance, user_id, client.client_id, terms_digest="",
+                       accepted_at=utcnow())
         row.terms_digest = digest(client.terms_text or "")
         row.accepted_at = utcnow()
         audit.record("terms_accepted", user_id=user_id, client_id=client.client_id)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app, g, session
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from idp import audit
-from idp.extensions import db
+from idp.extensions import db, insert_unless_present
 from idp.models import SessionClient, SsoSession, User
 from idp.security import digest, random_token
 from idp.timeutil import epoch, utcnow
@@ -83,13 +81,8 @@ def note_client(row: SsoSession, client_id: str) -> None:
     authorizations of one session may finish at once (tabs, instances): one row is kept."""
     if row.id is None:
         db.session.flush()
-    dialect = db.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    db.session.execute(
-        insert(SessionClient)
-        .values(session_id=row.id, client_id=client_id, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["session_id", "client_id"])
-    )
+    insert_unless_present(SessionClient, {"session_id": row.id, "client_id": client_id,
+                                          "created_at": utcnow()}, ["session_id", "client_id"])
 
 
 def end_session(row: SsoSession, reason: str) -> list[str]:
