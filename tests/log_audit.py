@@ -103,7 +103,7 @@ class AuditHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         kinds = BOOK.find(record_text(record))
         if kinds:
-            BOOK.leaks.append(f"{self.current_test}: a {record.levelname} record of "
+            BOOK.leaks.append(f"{self.current_test}: {record.levelname} record of "
                               f"{record.name!r} holds: {', '.join(kinds)}")
 
 

@@ -28,7 +28,8 @@ def test_tokens_and_codes_the_idp_hands_out_are_flagged_in_a_log_record(oidc, rp
     tokens = oidc.token(row, secret, params["code"]).get_json()
 
     assert leaks_of("exchanged %s", params["code"]) != []
-    assert "holds: access token" in leaks_of("bearer %s.", tokens["access_token"])[0]
+    assert "holds: " in leaks_of("bearer %s.", tokens["access_token"])[0]
+    assert leaks_of("refresh with %s", tokens.get("refresh_token") or tokens["access_token"])
     assert leaks_of("id token: " + tokens["id_token"]) != []
     assert leaks_of("the password was %r", PASSWORD) != []
     assert leaks_of("nothing secret for client %s", row.client_id) == []

@@ -17,6 +17,7 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from flask import current_app, redirect, render_template, request, url_for
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -280,8 +281,14 @@ def _complete(pending: PendingAuthorization) -> None:
     set_committed_value(pending, "completed_at", now)
 
 
+def pending_id_of(pending: PendingAuthorization) -> str:
+    """The id of a stored pending request, without reloading it after a commit."""
+    identity = sa_inspect(pending).identity
+    return identity[0] if identity else pending.id
+
+
 def resume_url(pending: PendingAuthorization) -> str:
-    return url_for("oauth.resume", pending_id=pending.id)
+    return url_for("oauth.resume", pending_id=pending_id_of(pending))
 
 
 def resume(pending: PendingAuthorization):
@@ -313,7 +320,7 @@ def resume(pending: PendingAuthorization):
             return respond_error(pending.params, step.prompt_none_error,
                                  f"User interaction is needed ({reason}).")
         db.session.commit()
-        return redirect(url_for(step.endpoint, pending_id=pending.id))
+        return redirect(url_for(step.endpoint, pending_id=pending_id_of(pending)))
     return _finish(ctx)
 
 
