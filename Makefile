@@ -51,3 +51,9 @@ lint: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+
+# The benchmark (docs/performance.md): the IdP under gunicorn with production settings, one
+# worker on one CPU and the load generator on the other; prints every figure beside its target.
+.PHONY: bench
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench

@@ -123,11 +123,33 @@ class Gunicorn:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def access_log(self) -> Path:
+        return self.log_path.with_suffix(".access.log")
+
+    def access_log_size(self) -> int:
+        try:
+            return self.access_log.stat().st_size
+        except OSError:
+            return 0
+
+    def request_times(self, since: int) -> list[float]:
+        """Seconds each request took in the worker, from the access log lines written after
+        offset ``since`` (the project's access log format ends with the time, e.g. 0.0012s)."""
+        times = []
+        with contextlib.suppress(OSError), open(self.access_log, "rb") as fh:
+            fh.seek(since)
+            for line in fh.read().decode(errors="replace").splitlines():
+                with contextlib.suppress(ValueError, IndexError):
+                    times.append(float(line.rsplit(" ", 1)[1].rstrip("s")))
+        return times
+
     def start(self, ready_path: str = "/healthz", timeout: float = 60.0) -> Gunicorn:
         metrics = self.log_path.with_suffix(".metrics")
         metrics.mkdir(exist_ok=True)
         env = {**self.env, "GUNICORN_BIND": f"{HOST}:{self.port}", "GUNICORN_WORKERS": "1",
-               "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+               "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+               "GUNICORN_ACCESS_LOG": str(self.access_log)}
         command, preexec = pin_command(
             [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), self.app],
             self.cpu)
@@ -251,7 +273,6 @@ class Instance:
             "IDP_SMS_WEBHOOK_URL": f"http://{HOST}:{sinks.sms_port}/sms",
             "IDP_SMS_WEBHOOK_SECRET": secrets.token_urlsafe(32),
             "GUNICORN_WORKERS": "1",
-            "GUNICORN_ACCESS_LOG": str(self.path / "access.log"),
         })
         self.server: Gunicorn | None = None
         self.port = free_port()

@@ -56,10 +56,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        from sqlalchemy import event
+        from idp import sqlite
 
         with app.app_context():
-            event.listen(db.engine, "connect", settings.sqlite_pragmas)
+            sqlite.init_app(app, db.engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     errors.init_app(app)

@@ -192,22 +192,6 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
 
 
 
-def sqlite_pragmas(dbapi_connection, _record=None) -> None:
-    """On each new SQLite connection: write-ahead logging (readers never wait for the
-    writer, a commit appends to the log instead of rewriting pages through a rollback
-    journal) with ``synchronous=NORMAL``, the setting SQLite recommends for WAL: a commit
-    does not wait for an fsync, the database cannot be corrupted, and what is committed
-    survives a crash of the process; a power loss may undo the last commits. An in-memory
-    database keeps its defaults."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        mode = cursor.fetchone()
-        if mode and str(mode[0]).lower() == "wal":
-            cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
-
 def check_choices(config: dict[str, Any]) -> None:
     """Refuse settings outside their allowed values, naming the variable.
 

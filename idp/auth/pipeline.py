@@ -19,8 +19,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import scope_to_list
 
-from idp.extensions import db
-from idp.models import Client, PendingAuthorization, SsoSession, User
+from idp.models import Client, PendingAuthorization, SsoSession, User, find_client
 from idp.timeutil import epoch, utcnow
 
 
@@ -180,5 +179,5 @@ def session_age_exceeded(ctx: SignInContext) -> bool:
 
 
 def load_context(pending: PendingAuthorization, session: SsoSession | None) -> SignInContext:
-    client = db.session.scalar(db.select(Client).filter_by(client_id=pending.client_id))
-    return SignInContext(pending=pending, client=client, session=session)
+    return SignInContext(pending=pending, client=find_client(pending.client_id),
+                         session=session)

@@ -14,7 +14,7 @@ from idp.auth.sessions import current_session, record_authentication
 from idp.auth.steps import CONSENT_SCOPES
 from idp.crypto import keyed_digest
 from idp.extensions import db, insert_unless_present
-from idp.models import Client, Consent, TermsAcceptance, User
+from idp.models import Client, Consent, TermsAcceptance, User, find_client
 from idp.oauth.authorize import deny, load_pending, resume_url
 from idp.passwords import hash_password, needs_rehash, verify_password
 from idp.security import digest
@@ -41,7 +41,7 @@ SIGN_IN_UNAVAILABLE = ("Sign-in is temporarily unavailable. Your password was no
 
 
 def _client(pending) -> Client:
-    return db.session.scalar(db.select(Client).filter_by(client_id=pending.client_id))
+    return find_client(pending.client_id)
 
 
 @bp.route("/signin/<pending_id>", methods=["GET", "POST"])

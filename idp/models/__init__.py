@@ -1,7 +1,7 @@
 """The core's models. Plugins define their own models in their own modules."""
 
 from idp.models.audit import AuditEvent
-from idp.models.client import AUTH_METHODS, GRANT_TYPES, Client
+from idp.models.client import AUTH_METHODS, GRANT_TYPES, Client, find_client
 from idp.models.consent import Consent, TermsAcceptance
 from idp.models.delivery import OutboxMessage, RateCounter
 from idp.models.keys import SigningKey
@@ -26,4 +26,5 @@ __all__ = [
     "Token",
     "UsedClientAssertion",
     "User",
+    "find_client",
 ]

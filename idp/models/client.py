@@ -4,7 +4,8 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
-from sqlalchemy import JSON, String, Text
+from flask import g, has_app_context
+from sqlalchemy import JSON, String, Text, bindparam, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.extensions import db
@@ -87,3 +88,17 @@ class Client(db.Model, ClientMixin):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in (self.grant_types or [])
+
+
+_BY_CLIENT_ID = select(Client).where(Client.client_id == bindparam("client_id"))
+
+
+def find_client(client_id: str) -> Client | None:
+    """The client with this ``client_id``. Several parts of one request ask for it (the
+    pipeline, the page, Authlib's grant): it is read from the database once per request."""
+    if not has_app_context():
+        return db.session.scalar(_BY_CLIENT_ID, {"client_id": client_id})
+    found = g.setdefault("idp_clients", {})
+    if client_id not in found:
+        found[client_id] = db.session.scalar(_BY_CLIENT_ID, {"client_id": client_id})
+    return found[client_id]

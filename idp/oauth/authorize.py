@@ -351,8 +351,9 @@ def _finish(ctx):
     note_client(session, client.client_id)
     audit.record("authorization_granted", user_id=session.user_id, client_id=client.client_id,
                  acr=sign_in["acr"], amr=sign_in["amr"])
+    response_mode = pending.params.get("response_mode") or "query"  # read before the commit
     db.session.commit()
-    return respond(redirect_uri, pending.params.get("response_mode") or "query", params)
+    return respond(redirect_uri, response_mode, params)
 
 
 def deny(pending: PendingAuthorization, reason: str):

@@ -13,6 +13,7 @@ import json
 import logging
 import urllib.request
 from datetime import timedelta
+from types import SimpleNamespace
 
 from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
@@ -38,12 +39,20 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, load_only
+from sqlalchemy.orm import joinedload
 from werkzeug.local import LocalProxy
 
 from idp import audit
 from idp.extensions import db
-from idp.models import AUTH_METHODS, AuthorizationCode, Client, Token, UsedClientAssertion, User
+from idp.models import (
+    AUTH_METHODS,
+    AuthorizationCode,
+    Client,
+    Token,
+    UsedClientAssertion,
+    User,
+    find_client,
+)
 from idp.oauth import keys
 from idp.oauth.claims import user_claims
 from idp.security import digest, random_token
@@ -57,13 +66,16 @@ SECRET_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
 USER_SCOPES = {"openid", "offline_access"}
 
 # Statements of the hot paths, built once (each request only binds its values).
-_CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id"))
-# A bearer token with what its checks read and its user, in one query.
+# A bearer token with what its checks read, and its user's columns, in one Core query
+# (userinfo reads them only; loading ORM entities would cost more than the query).
+_TOKENS, _USERS = Token.__table__, User.__table__
+_BEARER_TOKEN_COLUMNS = ("id", "client_id", "user_id", "scope", "issued_at", "expires_at",
+                         "revoked_at")
 _TOKEN_BY_ACCESS = (
-    select(Token).where(Token.access_token_digest == bindparam("digest"))
-    .options(load_only(Token.id, Token.client_id, Token.user_id, Token.scope,
-                       Token.issued_at, Token.expires_at, Token.revoked_at),
-             joinedload(Token.user))
+    select(*(_TOKENS.c[name] for name in _BEARER_TOKEN_COLUMNS),
+           *(column.label("u_" + column.name) for column in _USERS.c))
+    .select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id))
+    .where(_TOKENS.c.access_token_digest == bindparam("digest"))
 )
 _INSERT_TOKEN = insert(Token.__table__)
 _ROTATE_TOKEN = (
@@ -95,7 +107,7 @@ def query_client(client_id) -> Client | None:
     if (not isinstance(client_id, str) or not client_id or len(client_id) > 64
             or "\x00" in client_id):
         return None
-    return db.session.scalar(_CLIENT_BY_ID, {"client_id": client_id})
+    return find_client(client_id)
 
 
 def save_token(token: dict, request) -> None:
@@ -445,15 +457,57 @@ class BearerScopeError(BearerError):
     status_code = 403
 
 
+class UserColumns(SimpleNamespace):
+    """A user's stored columns, read-only, as the claims of userinfo read them."""
+
+    def get_user_id(self) -> int:
+        return self.id
+
+
+class BearerToken:
+    """An access token presented to a bearer-protected endpoint, with its user's columns
+    (from one query), answering what Authlib's checks ask."""
+
+    def __init__(self, row):
+        values = row._mapping
+        for name in _BEARER_TOKEN_COLUMNS:
+            setattr(self, name, values[name])
+        self.user = (UserColumns(**{c.name: values["u_" + c.name] for c in _USERS.c})
+                     if values["user_id"] is not None else None)
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return max(0, epoch(self.expires_at) - epoch(self.issued_at))
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def get_user(self):
+        return self.user
+
+    def get_client(self) -> Client | None:
+        return find_client(self.client_id)
+
+
 class _TokenBearerValidator(BearerTokenValidator):
     def authenticate_token(self, token_string):
         if not token_string or len(token_string) > 200:
             return None
-        # One query: the token with its user and its client (userinfo needs all three).
-        row = db.session.scalar(_TOKEN_BY_ACCESS, {"digest": digest(token_string)})
-        if row is not None and row.user is not None and row.user.disabled:
+        row = db.session.execute(_TOKEN_BY_ACCESS, {"digest": digest(token_string)}).first()
+        if row is None:
             return None
-        return row
+        token = BearerToken(row)
+        if token.user is not None and token.user.disabled:
+            return None
+        return token
 
     def validate_token(self, token, scopes, request):
         try:
@@ -493,6 +547,11 @@ class BearerProtector(ResourceProtector):
 
 
 class UserInfoEndpoint(_UserInfoEndpoint):
+    def create_endpoint_request(self, request):
+        # The resource protector reads the bearer token from Flask's request itself; an
+        # OAuth 2.0 request object (its URL, form and headers parsed) would go unused.
+        return None
+
     def __call__(self, request):
         # Userinfo is answered as JSON, never as a signed JWT (discovery offers no
         # userinfo signing algorithm), so the token's client is not needed here.

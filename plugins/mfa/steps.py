@@ -28,12 +28,22 @@ def enrolling(ctx: SignInContext) -> bool:
     )
 
 
+def enrolled(ctx: SignInContext) -> bool:
+    """Whether the signed-in user has a factor. Several steps ask in one run of the
+    pipeline; the answer is read once per run (a run changes no factor)."""
+    if ctx.user is None:
+        return False
+    if "mfa_enrolled" not in ctx.extras:
+        ctx.extras["mfa_enrolled"] = policy.is_enrolled(ctx.user.id)
+    return ctx.extras["mfa_enrolled"]
+
+
 class EnrollOfferStep(Step):
     name = "mfa_offer"
     endpoint = "mfa.offer"
 
     def needed(self, ctx):
-        if ctx.user is None or policy.is_enrolled(ctx.user.id) or state(ctx).get("enrolling"):
+        if ctx.user is None or enrolled(ctx) or state(ctx).get("enrolling"):
             return None
         reason, optional = policy.enrollment_reason(ctx)
         if optional and (state(ctx).get("not_now") or not ctx.logged_in_this_interaction):
@@ -65,7 +75,7 @@ class RememberedDeviceStep(Step):
     silent = True
 
     def needed(self, ctx):
-        if ctx.user is None or not policy.is_enrolled(ctx.user.id):
+        if not enrolled(ctx):
             return None
         need = policy.requirement(ctx)
         if need is not None and need.device_ok and devices.current_device(ctx.user.id):
@@ -84,7 +94,7 @@ class ChallengeStep(Step):
     endpoint = "mfa.challenge"
 
     def needed(self, ctx):
-        if ctx.user is None or not policy.is_enrolled(ctx.user.id):
+        if not enrolled(ctx):
             return None
         need = policy.requirement(ctx)
         return need.reason if need is not None else None
