@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -36,7 +36,7 @@ def new_http(base_url: str, connections: int = 1) -> httpx.AsyncClient:
     after its answer; the client then opens a new one)."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=TIMEOUT,
-                             follow_redirects=False, verify=False)  # noqa: S501 - plain http
+                             follow_redirects=False)
 
 
 def basic(client: Client) -> tuple[str, str]:
@@ -90,7 +90,6 @@ class Browser:
     requests: int = 0
     refresh_token: str | None = None
     access_token: str | None = None
-    state: dict = field(default_factory=dict)
 
     async def request(self, method: str, url: str, **kwargs) -> httpx.Response:
         self.requests += 1
