@@ -64,7 +64,27 @@ class AuthorizationCode(db.Model, AuthorizationCodeMixin):
         return list(self.amr or [])
 
 
-class Token(db.Model, TokenMixin):
+class TokenChecks(TokenMixin):
+    """What Authlib asks of a token, answered from its columns: shared by the model and the
+    lighter row the bearer-protected endpoints read."""
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return max(0, epoch(self.expires_at) - epoch(self.issued_at))
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Token(db.Model, TokenChecks):
     """An access token, with the refresh token issued beside it (both stored as digests).
 
     Tokens that descend from one authorization (a code and every refresh after it) share a
@@ -100,25 +120,10 @@ class Token(db.Model, TokenMixin):
     client: Mapped[Client | None] = relationship(
         primaryjoin=lambda: foreign(Token.client_id) == Client.client_id, viewonly=True)
 
-    # --- Authlib TokenMixin --------------------------------------------------
-
-    def check_client(self, client) -> bool:
-        return self.client_id == client.get_client_id()
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_expires_in(self) -> int:
-        return max(0, epoch(self.expires_at) - epoch(self.issued_at))
-
-    def is_expired(self) -> bool:
-        return self.expires_at <= utcnow()
+    # --- Authlib TokenMixin (with TokenChecks) -------------------------------
 
     def is_refresh_expired(self) -> bool:
         return self.refresh_expires_at is None or self.refresh_expires_at <= utcnow()
-
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
 
     def get_user(self) -> User | None:
         return self.user

@@ -53,6 +53,7 @@ from idp.models import (
     User,
     find_client,
 )
+from idp.models.oauth import TokenChecks
 from idp.oauth import keys
 from idp.oauth.claims import user_claims
 from idp.security import digest, random_token
@@ -464,7 +465,7 @@ class UserColumns(SimpleNamespace):
         return self.id
 
 
-class BearerToken:
+class BearerToken(TokenChecks):
     """An access token presented to a bearer-protected endpoint, with its user's columns
     (from one query), answering what Authlib's checks ask."""
 
@@ -474,21 +475,6 @@ class BearerToken:
             setattr(self, name, values[name])
         self.user = (UserColumns(**{c.name: values["u_" + c.name] for c in _USERS.c})
                      if values["user_id"] is not None else None)
-
-    def check_client(self, client) -> bool:
-        return self.client_id == client.get_client_id()
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_expires_in(self) -> int:
-        return max(0, epoch(self.expires_at) - epoch(self.issued_at))
-
-    def is_expired(self) -> bool:
-        return self.expires_at <= utcnow()
-
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
 
     def get_user(self):
         return self.user
