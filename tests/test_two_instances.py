@@ -43,6 +43,7 @@ from joserfc.jwk import KeySet
 
 from tests.conftest import forms
 from tests.http_receivers import WebhookReceiver
+from tests.processes import stop_process
 from tests.smtp_server import SmtpServer, free_port
 
 pytestmark = pytest.mark.own_postgresql
@@ -153,15 +154,7 @@ class Instance:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # workers left behind, if any
+        stop_process(process, STOP_TIMEOUT)
 
 
 @dataclass

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from joserfc.jwk import KeySet
 from playwright.sync_api import BrowserContext, Page
 
 from tests.http_receivers import WebhookReceiver
+from tests.processes import stop_process
 from tests.smtp_server import SmtpServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,6 @@ CHALLENGE = "Multifactor Authentication (MFA)"
 
 # Bounded waits (seconds, or milliseconds for Playwright).
 SERVER_START_TIMEOUT = 30.0
-SERVER_STOP_TIMEOUT = 10.0
 CLI_TIMEOUT = 60.0
 MESSAGE_TIMEOUT = 10.0
 PAGE_TIMEOUT_MS = 15_000
@@ -366,18 +365,6 @@ def wait_until_serving(url: str, what: str, log: Path) -> None:
         time.sleep(0.2)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
     raise RuntimeError(f"{what} did not start on {url}:\n{tail}")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL to its process group if it is still there after a while."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(SERVER_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(SERVER_STOP_TIMEOUT)
 
 
 # --- relying parties ----------------------------------------------------------------------
