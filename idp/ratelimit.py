@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
-from idp.extensions import db, insert_unless_present
+from idp.extensions import db
 from idp.models import RateCounter
 from idp.timeutil import utcnow
 
@@ -73,45 +73,68 @@ class DatabaseBackend:
 
     name = "database"
 
-    @staticmethod
-    def _lock_row(key: str) -> None:
-        insert_unless_present(RateCounter, {"key": key, "events": [], "updated_at": utcnow()},
-                              ["key"])
-        # A write to the row, so the lock is ours even when the row existed already.
-        db.session.execute(update(RateCounter).where(RateCounter.key == key)
-                           .values(updated_at=utcnow()))
+    def __init__(self):
+        self._lock_statements: dict[str, object] = {}
 
-    def _locked_rows(self, limits: list[Limit]) -> dict[str, RateCounter]:
-        rows = {}
-        for key in sorted({limit.key for limit in limits}):
-            self._lock_row(key)
-            rows[key] = db.session.get(RateCounter, key, populate_existing=True)
-        return rows
+    def _lock_statement(self):
+        """``INSERT … ON CONFLICT (key) DO UPDATE SET updated_at … RETURNING events``: one
+        statement creates the row if needed, locks it (a write) and reads it."""
+        dialect = db.session.get_bind().dialect.name
+        statement = self._lock_statements.get(dialect)
+        if statement is None:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            table = RateCounter.__table__
+            statement = insert(table).values(
+                key=bindparam("key"), events=bindparam("empty", type_=table.c.events.type),
+                updated_at=bindparam("now", type_=table.c.updated_at.type))
+            statement = statement.on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={"updated_at": statement.excluded.updated_at},
+            ).returning(table.c.events)
+            self._lock_statements[dialect] = statement
+        return statement
+
+    def _locked_events(self, limits: list[Limit]) -> dict[str, list[float]]:
+        """The recorded events of each key, the rows locked in the order of their keys."""
+        statement, now = self._lock_statement(), utcnow()
+        return {key: list(db.session.execute(statement, {"key": key, "empty": [],
+                                                         "now": now}).scalar_one() or [])
+                for key in sorted({limit.key for limit in limits})}
+
+    @staticmethod
+    def _store(key: str, events: list[float]) -> None:
+        db.session.execute(_STORE_EVENTS, {"row_key": key, "events": events})
 
     def hit(self, limits: list[Limit], now: float) -> tuple[Limit, float | None] | None:
-        rows = self._locked_rows(limits)
-        updates = []
+        stored = self._locked_events(limits)
+        kept: dict[str, list[float]] = {}
         for limit in limits:
-            row = rows[limit.key]
-            recent = sorted(t for t in (row.events or []) if t > now - limit.window)
+            recent = sorted(t for t in stored[limit.key] if t > now - limit.window)
             if len(recent) >= limit.count:
                 freeing = recent[len(recent) - limit.count] if limit.count > 0 else None
                 return limit, freeing
-            updates.append((row, recent))
-        for row, recent in updates:
-            row.events = [*recent, now]
+            # A key under several limits keeps what its longest window still holds.
+            kept[limit.key] = max(kept.get(limit.key, []), recent, key=len)
+        for key, recent in kept.items():
+            self._store(key, [*recent, now])
         return None
 
     def forget(self, limits: list[Limit], at: float) -> None:
-        rows = self._locked_rows(limits)
-        for row in rows.values():
-            events = list(row.events or [])
+        for key, events in self._locked_events(limits).items():
             if at in events:
                 events.remove(at)
-                row.events = events
+                self._store(key, events)
 
     def ping(self) -> None:
         """The database is checked by ``/readyz`` itself."""
+
+
+_STORE_EVENTS = (update(RateCounter.__table__)
+                 .where(RateCounter.__table__.c.key == bindparam("row_key"))
+                 .values(events=bindparam("events")))
 
 
 # --- Redis ----------------------------------------------------------------------------------

@@ -458,7 +458,7 @@ def test_terms_cannot_be_skipped_by_resuming_the_sign_in(oidc, alice):
     with_terms, _ = make_client(terms_text="No shortcuts.")
     response = oidc.login(oidc.authorize(with_terms))
     terms_page(oidc, response)
-    resumed = oidc.http.get(response.headers["Location"])
+    resumed = oidc.http.get(f"/authorize/resume/{pending_id(response)}")
     assert urlsplit(resumed.headers["Location"]).path.startswith("/terms/")
 
 

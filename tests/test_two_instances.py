@@ -600,6 +600,14 @@ def sign_in_with_password(browser: Browser, instance: Instance, app: App,
 
 def enroll_by_sms(browser: Browser, instance: Instance, app: App, account: Account) -> None:
     """A new account's first sign-in: mandatory enrollment by SMS, on ``instance``."""
+    continue_path = enroll_until_recovery_codes(browser, instance, app, account)
+    browser.finish(instance, browser.get(instance, continue_path), app)
+
+
+def enroll_until_recovery_codes(browser: Browser, instance: Instance, app: App,
+                                account: Account) -> str:
+    """A new account's first sign-in up to its recovery codes, enrolling by SMS on
+    ``instance``; returns the path of the page's Continue link."""
     page = browser.submit(instance, browser.start(instance, app, account), button="enroll")
     assert heading(page) == "Verify Your Email", heading(page)
     page = browser.submit(instance, page, {"c-choice": "yes", "c-submit": "Continue"},
@@ -615,7 +623,7 @@ def enroll_by_sms(browser: Browser, instance: Instance, app: App, account: Accou
                                            "submit": "Submit"})
     assert heading(page) == "Save Your Recovery Codes", heading(page)
     resume = re.search(r'<a class="button primary" href="([^"]+)">Continue</a>', page.text)
-    browser.finish(instance, browser.get(instance, resume.group(1).replace("&amp;", "&")), app)
+    return resume.group(1).replace("&amp;", "&")
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -897,48 +905,73 @@ def test_thirty_parallel_right_passcodes_over_both_instances_give_exactly_one_su
 
     responses = all_at_once(submit, PARALLEL)
     statuses = [r.status_code for r in responses]
-    assert all(status in (200, 302) for status in statuses), f"{statuses}\n{idp.logs()}"
-    # The one that passed remembers the device and goes on with the sign-in.
+    assert all(status in (200, 302, 400) for status in statuses), f"{statuses}\n{idp.logs()}"
+    # The one that passed remembers the device and finishes the sign-in: straight back to
+    # the app with a code.
     winners = [i for i, r in enumerate(responses) if "idp_device" in r.cookies]
     assert len(winners) == 1, statuses
     winner = winners[0]
     assert responses[winner].status_code == 302
     assert idp.audit_count(account, "mfa_challenge_passed") == 1
     assert idp.audit_count(account, "device_remembered") == 1
-    # The others were told the code is no longer valid, or, once the session had moved on
-    # to the winner's, sent back into the sign-in (which cannot finish without it).
+    # The others were told the code is no longer valid, that the sign-in was finished
+    # already, or (once the session had moved on to the winner's) sent back into the
+    # sign-in, which cannot finish again.
     for i, response in enumerate(responses):
         if i != winner and response.status_code == 200:
             assert heading(response) == CHALLENGE
             assert "This passcode has expired or was replaced" in alerts(response), alerts(
                 response)
+        if response.status_code == 400:
+            assert heading(response) == "Sign-in already finished", heading(response)
     # Losing a race is not a wrong guess: no failure counted, no cool-down.
     assert idp.query("SELECT m.failures, m.locked_until FROM mfa_accounts m JOIN users u "
                      "ON u.id = m.user_id WHERE u.username = %s", account.username) == [
         (0, None)]
 
-    # Every tab of the browser, which now holds the winner's cookies, follows its redirect
-    # at once, on the other instance: the sign-in finishes once, with one code for the app.
-    redirected = [i for i, r in enumerate(responses) if r.status_code == 302]
+    # Every other tab, now holding the winner's cookies, follows its redirect on the other
+    # instance: none finishes the sign-in a second time.
+    redirected = [i for i, r in enumerate(responses) if r.status_code == 302 and i != winner]
     followers = [tabs[winner].copy() for _ in redirected]
 
     def follow(n: int) -> requests.Response:
         i = redirected[n]
         return followers[n].go((b, a)[i % 2], responses[i])
 
-    arrivals = all_at_once(follow, len(redirected))
-    back = [n for n, r in enumerate(arrivals) if is_redirect(r)]
-    assert len(back) == 1, [(r.status_code, heading(r)) for r in arrivals]
-    for n, arrival in enumerate(arrivals):
-        if n != back[0]:
-            assert (arrival.status_code, heading(arrival)) == (400, "Sign-in already finished")
-    callback = followers[back[0]].callback(arrivals[back[0]], app)
+    for arrival in all_at_once(follow, len(redirected)) if redirected else []:
+        assert (arrival.status_code, heading(arrival)) == (400, "Sign-in already finished")
+    callback = tabs[winner].callback(
+        tabs[winner].go((a, b)[winner % 2], responses[winner]), app)
     tokens = redeem(browser, a, app, callback["code"])
     assert tokens.status_code == 200, tokens.text
     claims = id_token(browser, b, app, tokens.json()).claims
     assert claims["sub"] == account.sub
     assert set(claims["amr"]) == {"pwd", "sms", "otp", "mfa"}
     assert idp.audit_count(account, "authorization_granted") == 2  # enrollment, and this
+
+
+def test_thirty_tabs_continuing_one_sign_in_over_both_instances_finish_it_once(deployment):
+    idp = deployment
+    a, b, app = idp.a, idp.b, idp.clients["rp-one"]
+    account = idp.new_account(AFTER_CUTOFF)
+    browser = Browser(idp)
+    continue_path = enroll_until_recovery_codes(browser, a, app, account)
+    tabs = [browser.copy() for _ in range(PARALLEL)]
+
+    def press_continue(i: int) -> requests.Response:
+        return tabs[i].go((a, b)[i % 2], tabs[i].get((a, b)[i % 2], continue_path))
+
+    arrivals = all_at_once(press_continue, PARALLEL)
+    back = [n for n, r in enumerate(arrivals) if is_redirect(r)]
+    assert len(back) == 1, [(r.status_code, heading(r)) for r in arrivals]
+    for n, arrival in enumerate(arrivals):
+        if n != back[0]:
+            assert (arrival.status_code, heading(arrival)) == (400, "Sign-in already finished")
+    callback = tabs[back[0]].callback(arrivals[back[0]], app)
+    tokens = redeem(browser, b, app, callback["code"])
+    assert tokens.status_code == 200, tokens.text
+    assert id_token(browser, a, app, tokens.json()).claims["sub"] == account.sub
+    assert idp.audit_count(account, "authorization_granted") == 1
 
 
 def all_at_once(work, count: int) -> list:

@@ -2,8 +2,9 @@
 
 Each step looks at the pending authorization request, the user and the SSO session and
 answers with a reason string (``no_session``, ``max_age``, ``terms_not_accepted``…) or
-``None``. The first step that is needed gets the browser; when it is done it sends the
-browser back to ``/authorize/resume/<id>``, and the pipeline simply runs again. When no
+``None``. The first step that is needed gets the browser; when it is done the pipeline
+simply runs again (``continue_sign_in`` in the same request, or a redirect to
+``/authorize/resume/<id>``). When no
 step is needed the authorization request is answered.
 
 The password step comes first and Consent and Terms last; plugins add their steps in
@@ -131,7 +132,8 @@ class Step:
     """A sign-in step. Subclasses set ``name`` and ``endpoint`` and implement ``needed``.
 
     ``endpoint`` is a Flask endpoint taking a ``pending_id`` argument; it shows the
-    step's page and, when the step is done, redirects to ``resume_url(pending)``.
+    step's page and, when the step is done, answers with ``continue_sign_in(pending)``
+    (or redirects to ``resume_url(pending)``, which does the same one round trip later).
     ``prompt_none_error`` is the error answered under ``prompt=none`` when the step is
     needed. Example::
 

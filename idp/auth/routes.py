@@ -15,7 +15,7 @@ from idp.auth.steps import CONSENT_SCOPES
 from idp.crypto import keyed_digest
 from idp.extensions import db, insert_unless_present
 from idp.models import Client, Consent, TermsAcceptance, User, find_client
-from idp.oauth.authorize import deny, load_pending, resume_url
+from idp.oauth.authorize import continue_sign_in, deny, load_pending, resume_url
 from idp.passwords import hash_password, needs_rehash, verify_password
 from idp.security import digest
 from idp.timeutil import utcnow
@@ -92,7 +92,7 @@ def login(pending_id: str):
             audit.record("login_succeeded", user_id=user.id, client_id=client.client_id)
             db.session.commit()
             metrics.sign_in("accepted")
-            return redirect(resume_url(pending))
+            return continue_sign_in(pending)
         audit.record("login_failed", user_id=user.id if user else None,
                      client_id=client.client_id)
         db.session.commit()
@@ -121,7 +121,7 @@ def consent(pending_id: str):
         audit.record("consent_granted", user_id=row.user_id, client_id=client.client_id,
                      scope=row.scope)
         db.session.commit()
-        return redirect(resume_url(pending))
+        return continue_sign_in(pending)
     scopes = scope_to_list(pending.params.get("scope") or "") or []
     return render_template("idp/consent.html", form=form, client=client, scopes=scopes)
 
@@ -157,7 +157,7 @@ def terms(pending_id: str):
         row.accepted_at = utcnow()
         audit.record("terms_accepted", user_id=user_id, client_id=client.client_id)
         db.session.commit()
-        return redirect(resume_url(pending))
+        return continue_sign_in(pending)
     return render_template("idp/terms.html", form=form, client=client)
 
 

@@ -34,7 +34,7 @@ from idp.delivery import (
 from idp.errors import InteractionError
 from idp.extensions import db
 from idp.models import Client, PendingAuthorization
-from idp.oauth.authorize import load_pending, resume_url
+from idp.oauth.authorize import continue_sign_in, load_pending, resume_url
 from idp.oauth.server import issuer
 from idp.security import digest, random_token
 from idp.timeutil import utcnow
@@ -72,7 +72,7 @@ def _interaction(pending_id: str):
 
 def _resume(ctx):
     db.session.commit()
-    return redirect(resume_url(ctx.pending))
+    return continue_sign_in(ctx.pending)
 
 
 def _page(template: str, ctx, **values):
