@@ -13,7 +13,7 @@ from idp.auth.forms import ConsentForm, LoginForm, TermsForm
 from idp.auth.sessions import current_session, record_authentication
 from idp.auth.steps import CONSENT_SCOPES
 from idp.crypto import keyed_digest
-from idp.extensions import db, insert_unless_present
+from idp.extensions import db, insert_unless_present, upsert
 from idp.models import Client, Consent, TermsAcceptance, User, find_client
 from idp.oauth.authorize import continue_sign_in, deny, load_pending, resume_url
 from idp.passwords import hash_password, needs_rehash, verify_password
@@ -151,10 +151,9 @@ def terms(pending_id: str):
     if form.validate_on_submit():
         if form.decline.data:
             return deny(pending, "terms_declined")
-        row = _own_row(TermsAcceptance, user_id, client.client_id, terms_digest="",
-                       accepted_at=utcnow())
-        row.terms_digest = digest(client.terms_text or "")
-        row.accepted_at = utcnow()
+        upsert(TermsAcceptance, {"user_id": user_id, "client_id": client.client_id,
+                                 "terms_digest": digest(client.terms_text or ""),
+                                 "accepted_at": utcnow()}, ["user_id", "client_id"])
         audit.record("terms_accepted", user_id=user_id, client_id=client.client_id)
         db.session.commit()
         return continue_sign_in(pending)

@@ -563,12 +563,13 @@ def app(pending_id: str):
 # --- the challenge ------------------------------------------------------------------------
 
 
-def _available(user_id: int) -> list[str]:
-    kinds = [f.kind for f in policy.enrolled_factors(user_id)]
-    kinds = [k for k in ("sms", "email", "totp") if k in kinds]
+def _available(user_id: int) -> tuple[list[str], dict[str, MfaFactor]]:
+    """The factors a challenge may offer, in order, and the user's factor rows by kind."""
+    rows = {f.kind: f for f in policy.enrolled_factors(user_id)}
+    kinds = [k for k in ("sms", "email", "totp") if k in rows]
     if RecoveryFactor.remaining(user_id):
         kinds.append("recovery")
-    return kinds
+    return kinds, rows
 
 
 @bp.route("/challenge/<pending_id>", methods=["GET", "POST"])
@@ -576,7 +577,7 @@ def challenge(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
-    available = _available(ctx.user.id)
+    available, rows = _available(ctx.user.id)
     if policy.aal2_step_up(ctx):
         # Only a factor that meets AAL2 ends this challenge: offer no other.
         available = [k for k in available if FACTORS[k].aal2]
@@ -591,10 +592,11 @@ def challenge(pending_id: str):
         update_state(ctx, modify_requested=True)
         audit.record("mfa_modify_requested", user_id=ctx.user.id,
                      client_id=ctx.client.client_id)
-    update_state(ctx, challenge_factor=kind)
+    if current.get("challenge_factor") != kind:
+        update_state(ctx, challenge_factor=kind)
     db.session.commit()
     factor = FACTORS[kind]
-    row = _factor(ctx.user.id, kind) if kind != "recovery" else None
+    row = rows.get(kind) if kind != "recovery" else None
     destination = row.destination if row is not None else None
     form, info = PasscodeForm(), None
     if kind == "recovery":
@@ -608,7 +610,7 @@ def challenge(pending_id: str):
             mfa_metrics.checked(kind, "challenge",
                                 "success" if ok else outcome or "wrong_code")
             if ok:
-                return _challenge_passed(ctx, kind, form.remember.data)
+                return _challenge_passed(ctx, kind, row, form.remember.data)
             error = _failure_message(ctx, outcome)
     elif error is None and factor.sends_code:
         live = passcodes.live_code(ctx.user.id, ctx.pending.id, kind, "challenge", destination)
@@ -636,8 +638,7 @@ def _check_challenge(ctx, kind, row, destination, answer):
     return FACTORS["recovery"].verify(ctx.user.id, answer), None
 
 
-def _challenge_passed(ctx, kind: str, remember: bool):
-    row = _factor(ctx.user.id, kind)
+def _challenge_passed(ctx, kind: str, row: MfaFactor | None, remember: bool):
     if row is not None:
         row.last_used_at = utcnow()
     _passed(ctx, kind, remember, challenge_factor=kind, code_purpose=None)
