@@ -16,36 +16,9 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 
 
-class Client(db.Model, ClientMixin):
-    """A registered relying party, with its protocol settings, branding and policy.
-
-    ``settings`` holds values contributed by plugins (for example the MFA policy); the
-    core stores them without interpreting them.
-    """
-
-    __tablename__ = "clients"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    client_id: Mapped[str] = mapped_column(String(64), unique=True)
-    client_secret_digest: Mapped[str | None] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(200))
-    display_name: Mapped[str | None] = mapped_column(String(200))
-    description: Mapped[str | None] = mapped_column(Text)
-    auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
-    redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
-    post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
-    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
-    grant_types: Mapped[list] = mapped_column(JSON, default=list)
-    scope: Mapped[str] = mapped_column(String(500), default="openid profile email phone")
-    require_pkce: Mapped[bool] = mapped_column(default=False)
-    jwks: Mapped[dict | None] = mapped_column(JSON)
-    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
-    terms_text: Mapped[str | None] = mapped_column(Text)
-    help_contact: Mapped[str | None] = mapped_column(String(500))
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    # --- Authlib ClientMixin -------------------------------------------------
+class ClientChecks(ClientMixin):
+    """What Authlib, the pipeline and the pages ask of a client, answered from its columns:
+    shared by the model and by the read-only record that requests read (``find_client``)."""
 
     @property
     def is_public(self) -> bool:
@@ -90,15 +63,64 @@ class Client(db.Model, ClientMixin):
         return grant_type in (self.grant_types or [])
 
 
-_BY_CLIENT_ID = select(Client).where(Client.client_id == bindparam("client_id"))
+class Client(db.Model, ClientChecks):
+    """A registered relying party, with its protocol settings, branding and policy.
+
+    ``settings`` holds values contributed by plugins (for example the MFA policy); the
+    core stores them without interpreting them.
+    """
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_secret_digest: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
+    redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    grant_types: Mapped[list] = mapped_column(JSON, default=list)
+    scope: Mapped[str] = mapped_column(String(500), default="openid profile email phone")
+    require_pkce: Mapped[bool] = mapped_column(default=False)
+    jwks: Mapped[dict | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    terms_text: Mapped[str | None] = mapped_column(Text)
+    help_contact: Mapped[str | None] = mapped_column(String(500))
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-def find_client(client_id: str) -> Client | None:
-    """The client with this ``client_id``. Several parts of one request ask for it (the
-    pipeline, the page, Authlib's grant): it is read from the database once per request."""
+class ClientRecord(ClientChecks):
+    """A client's columns, read with one Core query: what a request needs of its client
+    (loading the ORM entity cost more than the query). Read-only: the CLI changes clients
+    through the model."""
+
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"<ClientRecord {self.client_id}>"
+
+
+_CLIENTS = Client.__table__
+_BY_CLIENT_ID = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("client_id"))
+
+
+def _read_client(client_id: str) -> ClientRecord | None:
+    row = db.session.execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
+    return ClientRecord(row._mapping) if row is not None else None
+
+
+def find_client(client_id: str) -> ClientRecord | None:
+    """The client with this ``client_id``, read-only. Several parts of one request ask for
+    it (the pipeline, the page, Authlib's grant): it is read from the database once per
+    request."""
     if not has_app_context():
-        return db.session.scalar(_BY_CLIENT_ID, {"client_id": client_id})
+        return _read_client(client_id)
     found = g.setdefault("idp_clients", {})
     if client_id not in found:
-        found[client_id] = db.session.scalar(_BY_CLIENT_ID, {"client_id": client_id})
+        found[client_id] = _read_client(client_id)
     return found[client_id]
