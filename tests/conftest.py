@@ -329,6 +329,23 @@ def basic_auth(client_id, secret) -> dict:
 
 
 @pytest.fixture
+def password_hash_calls(monkeypatch) -> dict[str, int]:
+    """How many argon2id verifications and hashes the test causes from now on."""
+    import argon2
+
+    calls = {"verify": 0, "hash": 0}
+    for name in calls:
+        real = getattr(argon2.PasswordHasher, name)
+
+        def counted(self, *args, __name=name, __real=real, **kwargs):
+            calls[__name] += 1
+            return __real(self, *args, **kwargs)
+
+        monkeypatch.setattr(argon2.PasswordHasher, name, counted)
+    return calls
+
+
+@pytest.fixture
 def oidc(client):
     return OidcActions(client)
 

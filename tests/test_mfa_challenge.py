@@ -62,6 +62,16 @@ def link_targets(page) -> list[str]:
 # --- the challenge page -----------------------------------------------------------------
 
 
+def test_a_challenged_sign_in_checks_one_password_hash_and_no_other(mfa, enrolled, cohort_rp,
+                                                                     password_hash_calls):
+    # Passcodes, device and session secrets are kept under SHA-256/HMAC: the password is
+    # the only secret that costs an argon2id verification.
+    page = mfa.start(cohort_rp[0])
+    claims = claims_of(mfa, cohort_rp, pass_challenge(mfa, page))
+    assert "sms" in claims["amr"]
+    assert password_hash_calls == {"verify": 1, "hash": 0}
+
+
 def test_enrolled_user_on_a_new_browser_is_challenged_with_a_passcode_by_sms(
         mfa, enrolled, cohort_rp):
     sent_before = sms_count(mfa)
