@@ -15,19 +15,20 @@ migrate = Migrate(render_as_batch=True, compare_type=True)
 csrf = CSRFProtect()
 
 
-def _insert(model: type[Base]):
+def dialect_insert(target):
+    """An INSERT of the database's dialect (PostgreSQL or SQLite), which has ``ON CONFLICT``."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return insert(model)
+    return insert(target)
 
 
 def insert_unless_present(model: type[Base], values: dict, keys: list[str]) -> None:
     """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on PostgreSQL and SQLite: when several
     requests (tabs, instances) create the same row at once, one row is kept and no request
     fails. The row is locked for the rest of the transaction on PostgreSQL once it exists."""
-    db.session.execute(_insert(model).values(**values).on_conflict_do_nothing(
+    db.session.execute(dialect_insert(model).values(**values).on_conflict_do_nothing(
         index_elements=keys))
 
 
@@ -35,7 +36,7 @@ def upsert(model: type[Base], values: dict, keys: list[str]) -> None:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE``: the row with these keys gets the other
     ``values``, whether it existed or not, in one statement that concurrent requests cannot
     make fail."""
-    statement = _insert(model).values(**values)
+    statement = dialect_insert(model).values(**values)
     db.session.execute(statement.on_conflict_do_update(
         index_elements=keys,
         set_={name: statement.excluded[name] for name in values if name not in keys}))

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app
 from sqlalchemy import bindparam, update
 
-from idp.extensions import db
+from idp.extensions import db, dialect_insert
 from idp.models import RateCounter
 from idp.timeutil import utcnow
 
@@ -82,12 +82,8 @@ class DatabaseBackend:
         dialect = db.session.get_bind().dialect.name
         statement = self._lock_statements.get(dialect)
         if statement is None:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
             table = RateCounter.__table__
-            statement = insert(table).values(
+            statement = dialect_insert(table).values(
                 key=bindparam("key"), events=bindparam("empty", type_=table.c.events.type),
                 updated_at=bindparam("now", type_=table.c.updated_at.type))
             statement = statement.on_conflict_do_update(

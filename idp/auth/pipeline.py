@@ -4,8 +4,7 @@ Each step looks at the pending authorization request, the user and the SSO sessi
 answers with a reason string (``no_session``, ``max_age``, ``terms_not_accepted``…) or
 ``None``. The first step that is needed gets the browser; when it is done the pipeline
 simply runs again (``continue_sign_in`` in the same request, or a redirect to
-``/authorize/resume/<id>``). When no
-step is needed the authorization request is answered.
+``/authorize/resume/<id>``). When no step is needed the authorization request is answered.
 
 The password step comes first and Consent and Terms last; plugins add their steps in
 between (see ``idp.plugins``).
