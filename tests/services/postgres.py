@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import serve_session, start_or_fail
+
 SETUP_HINT = "run `bash tests/services/setup.sh` (installs PostgreSQL with apt-get) and retry"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -364,20 +366,14 @@ class TemplateCopies:
 
 def start_server() -> PostgresServer:
     """Start a server, or fail the test with what to do about it."""
-    try:
-        return PostgresServer().start()
-    except PostgresUnavailable as error:
-        pytest.fail(f"Cannot start the test PostgreSQL server: {error}", pytrace=False)
+    return start_or_fail(lambda: PostgresServer().start(), PostgresUnavailable, "PostgreSQL")
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
     """A running PostgreSQL server for this test session (one per xdist worker)."""
     server = start_server()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve_session(server, server.stop)
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import serve_session, start_or_fail
+
 SETUP_HINT = "run `bash tests/services/setup.sh` (installs redis-server with apt-get) and retry"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -187,20 +189,14 @@ class RedisServer:
 
 def start_server() -> RedisServer:
     """Start a server, or fail the test with what to do about it (never a silent skip)."""
-    try:
-        return RedisServer().start()
-    except RedisUnavailable as error:
-        pytest.fail(f"Cannot start the test Redis server: {error}", pytrace=False)
+    return start_or_fail(lambda: RedisServer().start(), RedisUnavailable, "Redis")
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     """A running Redis server for this test session (one per xdist worker)."""
     server = start_server()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve_session(server, server.stop)
 
 
 @pytest.fixture
