@@ -121,7 +121,8 @@ def page_label(method: str, path: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
-    parser.add_argument("--batches", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=7,
+                        help="batches of each scenario; the lowest is kept (default 7)")
     parser.add_argument("--requests", type=int, default=300,
                         help="requests per batch of the API scenarios (default 300)")
     parser.add_argument("--sign-ins", type=int, default=12,
@@ -133,8 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time these functions (patched where they are looked up), "
                              "e.g. plugins.mfa.routes:_notify")
     parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() after the set-up, as gunicorn.conf.py does in "
-                             "each worker")
+                        help="gc.freeze() after the set-up (what a worker would gain by it)")
     parser.add_argument("--statements", choices=[*API, "sign-in"],
                         help="print the SQL statements of one operation of a scenario")
     args = parser.parse_args(argv)
