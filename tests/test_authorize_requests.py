@@ -307,6 +307,20 @@ def test_success_in_form_post_mode_posts_code_state_and_iss_to_the_redirect_uri(
     assert fields["code"]
 
 
+def test_in_form_post_mode_the_last_form_redirects_to_a_page_that_reloads_without_a_post(
+        client, oidc, rp, alice):
+    after_password = oidc.login(oidc.authorize(rp[0], response_mode="form_post"))
+    assert after_password.status_code == 302
+    assert "/authorize/resume/" in after_password.headers["Location"]
+    page = client.get(after_password.headers["Location"])
+    action, fields = form_post(page)
+    assert action == REDIRECT_URI and fields["code"]
+    # Reloading it does not answer the client again.
+    again = client.get(after_password.headers["Location"])
+    assert again.status_code == 400
+    assert "already finished" in again.get_data(as_text=True)
+
+
 def test_form_post_code_is_redeemable(client, oidc, rp, alice):
     app_client, secret = rp
     response = oidc.follow(oidc.login(oidc.authorize(app_client, response_mode="form_post")))

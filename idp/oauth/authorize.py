@@ -294,7 +294,13 @@ def resume_url(pending: PendingAuthorization) -> str:
 def continue_sign_in(pending: PendingAuthorization):
     """A step's page is done: run the pipeline again in this request and answer with the
     next step's page (a redirect) or the answer to the client. The same as sending the
-    browser to ``resume_url(pending)``, one round trip sooner."""
+    browser to ``resume_url(pending)``, one round trip sooner.
+
+    Under ``response_mode=form_post`` the answer is a page of its own (the form that posts
+    to the client): the browser is sent to ``/authorize/resume`` for it, so that reloading
+    that page never submits the step's form again."""
+    if pending.params.get("response_mode") == "form_post":
+        return redirect(resume_url(pending))
     return resume(pending)
 
 
