@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app, g, session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import joinedload
 
 from idp import audit
 from idp.extensions import db, insert_unless_present
@@ -19,6 +21,11 @@ from idp.timeutil import epoch, utcnow
 
 COOKIE_SSO = "sso"
 COOKIE_BROWSER = "browser"
+
+
+# The session with its user: nearly every request that finds a session asks for the user.
+_SESSION_BY_SECRET = (select(SsoSession).where(SsoSession.secret_digest == bindparam("digest"))
+                      .options(joinedload(SsoSession.user)))
 
 
 def browser_id() -> str:
@@ -36,7 +43,7 @@ def current_session() -> SsoSession | None:
     found = None
     secret = session.get(COOKIE_SSO)
     if isinstance(secret, str):
-        row = db.session.scalar(db.select(SsoSession).filter_by(secret_digest=digest(secret)))
+        row = db.session.scalar(_SESSION_BY_SECRET, {"digest": digest(secret)})
         if row is not None and row.is_live:
             found = row
     g.idp_sso = found
