@@ -9,7 +9,6 @@ into the past as if that much time had passed.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ import pytest
 from idp.extensions import db
 from idp.models import AuditEvent, SsoSession, User
 from plugins.mfa.models import MfaAccount, Passcode, RememberedDevice
+from tests.concurrency import run_in_threads
 from tests.conftest import forms
 from tests.mfa_support import MfaBrowser, heading
 from tests.ratelimit_support import age_counted_events
@@ -112,29 +112,6 @@ def copy_browser(app, browser: MfaBrowser) -> MfaBrowser:
 
 def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
-
-
-def run_in_threads(count: int, work, timeout: float = 60.0) -> list:
-    """Run ``work(i)`` in ``count`` threads started together; returns their results."""
-    results: list = [None] * count
-    errors: list = []
-    barrier = threading.Barrier(count)
-
-    def run(i):
-        try:
-            barrier.wait(timeout=timeout)
-            results[i] = work(i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a submission never finished"
-    assert not errors, errors
-    return results
 
 
 # --- the audit log ------------------------------------------------------------------------

@@ -4,12 +4,11 @@ under concurrency."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from idp import create_app, ratelimit
 from idp.extensions import db
+from tests.concurrency import in_app_contexts, run_in_threads
 from tests.conftest import base_config
 from tests.ratelimit_support import events_of
 
@@ -151,35 +150,8 @@ def test_concurrent_hits_from_several_instances_let_exactly_count_through(
     if row_exists:  # an event long gone from the window
         assert hit(limit, now=T0 - 10_000) is None
     db.session.commit()
-    start = threading.Barrier(threads)
-    results: list[object] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def worker(number):
-        instance = instances[number % len(instances)]
-        try:
-            with instance.app_context():
-                start.wait(timeout=30)
-                try:
-                    outcome = hit(limit, now=T0 + number / 1000)
-                finally:
-                    db.session.remove()
-            with lock:
-                results.append(outcome)
-        except BaseException as exc:  # reported by the assertion below
-            with lock:
-                errors.append(exc)
-
-    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join(timeout=90)
-    assert not any(thread.is_alive() for thread in workers), "a hit never finished"
-
-    assert errors == []
-    assert len(results) == threads
+    results = run_in_threads(
+        threads, in_app_contexts(instances, lambda n: hit(limit, now=T0 + n / 1000)), 90)
     assert sum(1 for outcome in results if outcome is None) == count
     assert all(outcome[0] == limit for outcome in results if outcome is not None)
     assert len(events(limit.key)) == count

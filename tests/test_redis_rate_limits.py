@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from idp.delivery import ThrottledError, send_email, send_sms
 from idp.extensions import db
 from idp.maintenance import prune
 from idp.models import AuditEvent, OutboxMessage, RateCounter
+from tests.concurrency import in_app_contexts, run_in_threads
 from tests.conftest import PASSWORD, base_config, forms
 from tests.ratelimit_support import events_of
 from tests.services.redis_server import free_port
@@ -78,26 +78,7 @@ def test_a_redis_url_of_another_scheme_stops_the_start_without_echoing_it(tmp_pa
 def run_at_once(instances, count, work):
     """Run ``work(number)`` in ``count`` threads started together, each in an app context of
     one of ``instances``; returns the results in thread order."""
-    start = threading.Barrier(count)
-    results: list[object] = [None] * count
-    errors: list[BaseException] = []
-
-    def worker(number):
-        try:
-            with instances[number % len(instances)].app_context():
-                start.wait(timeout=30)
-                results[number] = work(number)
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a hit never finished"
-    assert errors == []
-    return results
+    return run_in_threads(count, in_app_contexts(instances, work))
 
 
 def test_concurrent_hits_over_overlapping_limits_record_all_or_nothing(app, tmp_path,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_process
 from tests.services import serve_session, start_or_fail
 
 SETUP_HINT = "run `bash tests/services/setup.sh` (installs redis-server with apt-get) and retry"
@@ -163,15 +164,8 @@ class RedisServer:
 
     def _halt(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT)
 
     def stop(self) -> None:
         """Stop the server and remove its directory (nothing is kept)."""
