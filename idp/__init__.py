@@ -152,6 +152,9 @@ def _configure_flask(app: Flask, settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=https,
         PERMANENT_SESSION_LIFETIME=config["IDP_SESSION_LIFETIME"],
+        # The cookie is written when it changes (a sign-in, a new CSRF token), not signed
+        # again on every request: the SSO session's lifetime is counted on the server.
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=256 * 1024,
         WTF_CSRF_TIME_LIMIT=config["IDP_PENDING_LIFETIME"],
         WTF_CSRF_SSL_STRICT=False,

@@ -83,3 +83,12 @@ def test_a_sign_in_and_its_code_exchange_check_one_password_hash(oidc, rp, alice
     tokens = issue_tokens(oidc, *rp)
     assert tokens["id_token"] and tokens["refresh_token"]
     assert password_hash_calls == {"verify": 1, "hash": 0}
+
+
+def test_the_session_cookie_is_written_only_when_it_changes(client, oidc, rp):
+    sign_in_page = oidc.authorize(rp[0]).headers["Location"]
+    first = client.get(sign_in_page)  # the form's CSRF token goes into the session
+    assert any(h.startswith("idp_session=") for h in first.headers.getlist("Set-Cookie"))
+    again = client.get(sign_in_page)
+    assert again.status_code == 200
+    assert not any(h.startswith("idp_session=") for h in again.headers.getlist("Set-Cookie"))
