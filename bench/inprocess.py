@@ -12,15 +12,12 @@ out of the password page's figure. ``--profile`` prints a cProfile of the chosen
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
-import hashlib
 import importlib
 import io
 import os
 import pstats
 import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -29,7 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+from bench.server import ROOT
+
 API = ["healthz", "discovery", "jwks", "client_credentials", "refresh", "userinfo"]
 
 
@@ -74,9 +72,14 @@ def package_of(filename: str) -> str:
     return "stdlib/" + filename.rsplit("/", 1)[-1]
 
 
+def _relative(filename: str) -> str:
+    """A file's path inside the project or site-packages, else as it is."""
+    return filename.split("site-packages/")[-1].removeprefix(str(ROOT) + "/")
+
+
 def short_name(function: tuple) -> str:
     filename, line, name = function
-    filename = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+    filename = _relative(filename)
     return f"{filename.rsplit('/', 2)[-1] if filename.startswith('/') else filename}:{line} {name}"
 
 
@@ -107,7 +110,7 @@ def caller() -> str:
 
     own = [frame for frame in traceback.extract_stack()
            if ("/idp/" in frame.filename or "/plugins/" in frame.filename)]
-    return " < ".join(f"{f.filename.split('/work/main/')[-1]}:{f.lineno} {f.name}"
+    return " < ".join(f"{_relative(f.filename)}:{f.lineno} {f.name}"
                       for f in reversed(own[-2:]))
 
 
@@ -119,7 +122,187 @@ def page_label(method: str, path: str) -> str:
     return f"{method} /{name}"
 
 
-def main(argv: list[str] | None = None) -> None:
+class Workload:
+    """The benchmark's operations against the application, in process: each request is
+    labelled for the meter (the scenario, or the sign-in page)."""
+
+    def __init__(self, app, meter: Meter, instance):
+        self.app, self.meter, self.instance = app, meter, instance
+        self.client, self.service = instance.code_client, instance.service_client
+        self.accounts = iter(range(1, 10**9))
+        self.step = int(time.time() // 30)
+        offline = self.sign_in("openid profile email offline_access")
+        self.refresh_token = offline["refresh_token"]
+        self.access_token = offline["access_token"]
+        self.http = app.test_client()
+
+    def request(self, http, method: str, url: str, label: str | None = None, **kwargs):
+        parts = urlsplit(url)
+        path = parts.path + ("?" + parts.query if parts.query else "")
+        self.meter.label = label or page_label(method, parts.path)
+        return http.open(path, method=method, base_url=self.instance.issuer, **kwargs)
+
+    def sign_in(self, scope: str = "openid profile email") -> dict:
+        """A whole sign-in in a new browser, as ``make bench`` walks it; the token answer."""
+        import pyotp
+
+        from bench.scenarios import answer_page, pkce_pair
+        from bench.seed import USERNAME_FORMAT, totp_secret
+
+        http, client = self.app.test_client(), self.client
+        username = USERNAME_FORMAT.format(next(self.accounts))
+        code = pyotp.TOTP(totp_secret(self.instance.seed, username)).at(self.step * 30)
+        verifier, challenge = pkce_pair()
+        query = urlencode({
+            "response_type": "code", "client_id": client.client_id,
+            "redirect_uri": client.redirect_uri, "scope": scope, "state": "s",
+            "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
+        response = self.request(http, "GET", "/authorize?" + query)
+        for _ in range(20):
+            if response.status_code in (302, 303):
+                location = response.headers["location"]
+                if location.startswith(client.redirect_uri):
+                    break
+                response = self.request(http, "GET", location)
+                continue
+            assert response.status_code == 200, (response.status_code, response.text[:300])
+            path = response.request.path
+            _page, form = answer_page(path, response.text, username, code)
+            response = self.request(http, "POST", path, data=form)
+        else:
+            raise RuntimeError("too many redirects")
+        token = self.request(
+            http, "POST", "/token", label="POST /token (code)",
+            auth=(client.client_id, client.secret),
+            data={"grant_type": "authorization_code",
+                  "code": parse_qs(urlsplit(location).query)["code"][0],
+                  "redirect_uri": client.redirect_uri, "code_verifier": verifier})
+        assert token.status_code == 200, token.text
+        return token.get_json()
+
+    def api(self, name: str) -> None:
+        """One request of an API scenario."""
+        if name == "healthz":
+            self.request(self.http, "GET", "/healthz", name)
+        elif name == "discovery":
+            self.request(self.http, "GET", "/.well-known/openid-configuration", name)
+        elif name == "jwks":
+            self.request(self.http, "GET", "/jwks.json", name)
+        elif name == "client_credentials":
+            self.request(self.http, "POST", "/token", name,
+                         auth=(self.service.client_id, self.service.secret),
+                         data={"grant_type": "client_credentials"})
+        elif name == "refresh":
+            answer = self.request(self.http, "POST", "/token", name,
+                                  auth=(self.client.client_id, self.client.secret),
+                                  data={"grant_type": "refresh_token",
+                                        "refresh_token": self.refresh_token})
+            self.refresh_token = answer.get_json()["refresh_token"]
+        elif name == "userinfo":
+            self.request(self.http, "GET", "/userinfo", name,
+                         headers={"Authorization": f"Bearer {self.access_token}"})
+
+    def run(self, name: str, count: int) -> None:
+        for _ in range(count):
+            if name == "sign-in":
+                self.sign_in()
+            else:
+                self.api(name)
+
+
+def install_timers(specs: list[str], timed: dict[str, float]) -> None:
+    """Replace each ``module:function`` (or ``module:Class.method``) by a wrapper that adds
+    its CPU time to ``timed[spec]``."""
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        owner = importlib.import_module(module_name)
+        *path, attribute = attribute.split(".")
+        for name in path:
+            owner = getattr(owner, name)
+        original = getattr(owner, attribute)
+
+        def timer(*a, __original=original, __spec=spec, **k):
+            started = time.process_time()
+            try:
+                return __original(*a, **k)
+            finally:
+                timed[__spec] += time.process_time() - started
+
+        setattr(owner, attribute, timer)
+
+
+def print_profile(stats: pstats.Stats, operations: int) -> None:
+    """The profile as the ``BENCH_PROFILE_*`` variables ask, the time per package and the
+    busiest built-in functions."""
+    out = io.StringIO()
+    stats.stream = out
+    stats.sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(
+        int(os.environ.get("BENCH_PROFILE_LINES", "60")))
+    if os.environ.get("BENCH_PROFILE_CALLERS"):
+        stats.print_callers(os.environ["BENCH_PROFILE_CALLERS"])
+    print(out.getvalue())
+    if os.environ.get("BENCH_PROFILE_TREE"):
+        print_tree(stats, os.environ["BENCH_PROFILE_TREE"], operations,
+                   int(os.environ.get("BENCH_PROFILE_DEPTH", "3")))
+    print("own time by package:")
+    by_package: dict[str, float] = defaultdict(float)
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        by_package[package_of(filename)] += tottime
+    for package, seconds in sorted(by_package.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {package:40} {seconds:7.3f} s")
+    print("built-in functions by own time:")
+    out = io.StringIO()
+    stats.stream = out
+    stats.sort_stats("tottime").print_stats("{", 15)
+    print(out.getvalue().split("filename:lineno(function)", 1)[-1])
+
+
+def measure(workload: Workload, meter: Meter, name: str, count: int, batches: int,
+            timed: dict[str, float]) -> dict:
+    """``batches`` batches of ``count`` operations: per label the lowest CPU time per
+    operation (with its requests and statements), the argon2id time, the means."""
+    workload.run(name, 3)  # warm-up
+    best: dict[str, tuple[float, float, float]] = {}
+    timed_best: dict[str, float] = {}
+    argon2_best = float("inf")
+    total_cpu = total_argon2 = 0.0
+    for _ in range(batches):
+        meter.reset()
+        timed.clear()
+        workload.run(name, count)
+        total_cpu += sum(meter.cpu.values()) / count / batches
+        total_argon2 += meter.argon2 / count / batches
+        argon2_best = min(argon2_best, meter.argon2 / count)
+        for label, cpu in meter.cpu.items():
+            if label not in best or cpu / count < best[label][0]:
+                best[label] = (cpu / count, meter.count[label] / count,
+                               meter.statements[label] / count)
+        for spec, seconds in timed.items():
+            timed_best[spec] = min(timed_best.get(spec, seconds / count), seconds / count)
+    return {"best": best, "timed": timed_best, "argon2": argon2_best,
+            "mean": total_cpu, "mean_argon2": total_argon2}
+
+
+def print_sign_in(figures: dict) -> None:
+    best, argon2 = figures["best"], figures["argon2"]
+    print("sign-in, per sign-in (the lowest batch for each page):")
+    total = statements_total = requests_total = 0.0
+    for label, (per, requests, statements) in sorted(best.items()):
+        shown = per - (argon2 if label == "POST /signin" else 0.0)
+        total += shown
+        statements_total += statements
+        requests_total += requests
+        print(f"  {label:28} {shown * 1000:7.2f} ms  {requests:4.1f} requests "
+              f"{statements:5.1f} statements")
+    print(f"  {'argon2id verification':28} {argon2 * 1000:7.2f} ms")
+    print(f"  {'everything but argon2id':28} {total * 1000:7.2f} ms "
+          f"{requests_total:4.1f} requests {statements_total:5.1f} statements; "
+          f"ratio {argon2 / (argon2 + total):.3f}")
+    print(f"  mean over all batches: {(figures['mean'] - figures['mean_argon2']) * 1000:.2f} ms "
+          f"besides argon2id ({figures['mean_argon2'] * 1000:.2f} ms)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
     parser.add_argument("--batches", type=int, default=7,
                         help="batches of each scenario; the lowest is kept (default 7)")
@@ -137,10 +320,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="gc.freeze() after the set-up (what a worker would gain by it)")
     parser.add_argument("--statements", choices=[*API, "sign-in"],
                         help="print the SQL statements of one operation of a scenario")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from bench.seed import USERNAME_FORMAT, totp_secret
-    from bench.server import PASSWORD, Instance, Sinks
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from bench.server import Instance, Sinks
 
     root = Path(tempfile.mkdtemp(prefix="idp-inprocess-"))
     sinks = Sinks(None)
@@ -148,8 +333,6 @@ def main(argv: list[str] | None = None) -> None:
         instance = Instance(root, "idp", sinks)
         instance.set_up(max(200, args.batches * args.sign_ins * 2 + 20))
         os.environ.update(instance.env)
-        import pyotp
-        from flask.testing import FlaskClient
         from sqlalchemy import event
 
         from idp import create_app
@@ -160,36 +343,20 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app()
         meter = Meter(app.wsgi_app)
         app.wsgi_app = meter
-        original_verify = passwords_module.verify_password
+        verify_password = passwords_module.verify_password
 
         def timed_verify(*a, **k):
             started = time.process_time()
             try:
-                return original_verify(*a, **k)
+                return verify_password(*a, **k)
             finally:
                 meter.argon2 += time.process_time() - started
 
         auth_routes.verify_password = timed_verify
         timed: dict[str, float] = defaultdict(float)
-        for spec in args.time:
-            module_name, _, attribute = spec.partition(":")
-            module = importlib.import_module(module_name)
-            *owners, attribute = attribute.split(".")
-            for owner in owners:
-                module = getattr(module, owner)
-            original = getattr(module, attribute)
-
-            def timer(*a, __original=original, __spec=spec, **k):
-                started = time.process_time()
-                try:
-                    return __original(*a, **k)
-                finally:
-                    timed[__spec] += time.process_time() - started
-
-            setattr(module, attribute, timer)
+        install_timers(args.time, timed)
         with app.app_context():
             engine = db.engine
-
         printing = []
 
         @event.listens_for(engine, "before_cursor_execute")
@@ -199,135 +366,24 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{meter.label:24} {' '.join(statement.split())[:110]:110} "
                       f"{caller()}")
 
-        base = instance.issuer
-        client = instance.code_client
-        service = instance.service_client
-        accounts = iter(range(1, 10**9))
-        step = int(time.time() // 30)
+        workload = Workload(app, meter, instance)
 
-        def browser() -> FlaskClient:
-            return app.test_client()
-
-        def request(http, method, url, label=None, **kwargs):
-            parts = urlsplit(url)
-            path = parts.path + ("?" + parts.query if parts.query else "")
-            meter.label = label or page_label(method, parts.path)
-            return http.open(path, method=method, base_url=base, **kwargs)
-
-        def sign_in(scope="openid profile email"):
-            http = browser()
-            number = next(accounts)
-            username = USERNAME_FORMAT.format(number)
-            code = pyotp.TOTP(totp_secret(instance.seed, username)).at(step * 30)
-            verifier = secrets.token_urlsafe(48)
-            challenge = base64.urlsafe_b64encode(
-                hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-            query = urlencode({
-                "response_type": "code", "client_id": client.client_id,
-                "redirect_uri": client.redirect_uri, "scope": scope, "state": "s",
-                "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
-            response = request(http, "GET", "/authorize?" + query)
-            for _ in range(20):
-                if response.status_code in (302, 303):
-                    location = response.headers["location"]
-                    if location.startswith(client.redirect_uri):
-                        break
-                    response = request(http, "GET", location)
-                    continue
-                assert response.status_code == 200, (response.status_code, response.text[:300])
-                path = response.request.path
-                form = {"csrf_token": CSRF.search(response.text).group(1)}
-                if path.startswith("/signin/"):
-                    form.update(username=username, password=PASSWORD, submit="Log In")
-                elif path.startswith("/mfa/challenge/"):
-                    form.update(passcode=code, submit="Submit")
-                elif path.startswith("/consent/"):
-                    form.update(allow="Allow")
-                elif path.startswith("/terms/"):
-                    form.update(agree="I Agree")
-                else:
-                    raise RuntimeError(f"unexpected page {path}")
-                response = request(http, "POST", path, data=form)
-            code_ = parse_qs(urlsplit(location).query)["code"][0]
-            token = request(http, "POST", "/token", label="POST /token (code)",
-                            auth=(client.client_id, client.secret),
-                            data={"grant_type": "authorization_code", "code": code_,
-                                  "redirect_uri": client.redirect_uri,
-                                  "code_verifier": verifier})
-            assert token.status_code == 200, token.text
-            return token.get_json()
-
-        offline = sign_in("openid profile email offline_access")
-        refresh_token = offline["refresh_token"]
-        access_token = offline["access_token"]
-        http = browser()
-        service_auth = (service.client_id, service.secret)
-
-        def api(name: str) -> None:
-            nonlocal refresh_token
-            if name == "healthz":
-                request(http, "GET", "/healthz", name)
-            elif name == "discovery":
-                request(http, "GET", "/.well-known/openid-configuration", name)
-            elif name == "jwks":
-                request(http, "GET", "/jwks.json", name)
-            elif name == "client_credentials":
-                request(http, "POST", "/token", name, auth=service_auth,
-                        data={"grant_type": "client_credentials"})
-            elif name == "refresh":
-                answer = request(http, "POST", "/token", name,
-                                 auth=(client.client_id, client.secret),
-                                 data={"grant_type": "refresh_token",
-                                       "refresh_token": refresh_token})
-                refresh_token = answer.get_json()["refresh_token"]
-            elif name == "userinfo":
-                request(http, "GET", "/userinfo", name,
-                        headers={"Authorization": f"Bearer {access_token}"})
-
-        def run(name: str, n: int) -> None:
-            for _ in range(n):
-                if name == "sign-in":
-                    sign_in()
-                else:
-                    api(name)
+        def operations(name: str) -> int:
+            return args.sign_ins if name == "sign-in" else args.requests
 
         if args.statements:
-            run(args.statements, 2)
+            workload.run(args.statements, 2)
             printing.append(True)
-            run(args.statements, 1)
+            workload.run(args.statements, 1)
             return
-
         if args.profile:
-            run(args.profile, 3)
+            workload.run(args.profile, 3)
             profiler = cProfile.Profile()
             profiler.enable()
-            run(args.profile, args.sign_ins if args.profile == "sign-in" else args.requests)
+            workload.run(args.profile, operations(args.profile))
             profiler.disable()
-            out = io.StringIO()
-            stats = pstats.Stats(profiler, stream=out)
-            stats.sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(
-                int(os.environ.get("BENCH_PROFILE_LINES", "60")))
-            if os.environ.get("BENCH_PROFILE_CALLERS"):
-                stats.print_callers(os.environ["BENCH_PROFILE_CALLERS"])
-            if os.environ.get("BENCH_PROFILE_TREE"):
-                operations = args.sign_ins if args.profile == "sign-in" else args.requests
-                print_tree(stats, os.environ["BENCH_PROFILE_TREE"], operations,
-                           int(os.environ.get("BENCH_PROFILE_DEPTH", "3")))
-            print(out.getvalue())
-            print("own time by package:")
-            by_package: dict[str, float] = defaultdict(float)
-            for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in \
-                    stats.stats.items():
-                by_package[package_of(filename)] += tottime
-            for package, seconds in sorted(by_package.items(), key=lambda kv: -kv[1])[:25]:
-                print(f"  {package:40} {seconds:7.3f} s")
-            print("built-in functions by own time:")
-            out = io.StringIO()
-            stats.stream = out
-            stats.sort_stats("tottime").print_stats("{", 15)
-            print(out.getvalue().split("filename:lineno(function)", 1)[-1])
+            print_profile(pstats.Stats(profiler), operations(args.profile))
             return
-
         if args.gc_freeze:
             import gc
 
@@ -335,54 +391,18 @@ def main(argv: list[str] | None = None) -> None:
         wanted = args.only or [*API, "sign-in"]
         if "healthz" not in wanted:
             wanted.insert(0, "healthz")
-        api_cpu: dict[str, float] = {}
+        healthz = None
         for name in wanted:
-            run(name, 3)  # warm-up
-            best: dict[str, tuple[float, float, int]] = {}
-            argon2_best = None
-            total_cpu = total_argon2 = 0.0
-            timed_best: dict[str, float] = {}
-            for _ in range(args.batches):
-                meter.reset()
-                timed.clear()
-                n = args.sign_ins if name == "sign-in" else args.requests
-                run(name, n)
-                total_cpu += sum(meter.cpu.values()) / n / args.batches
-                total_argon2 += meter.argon2 / n / args.batches
-                for label, cpu in meter.cpu.items():
-                    per = cpu / n
-                    if label not in best or per < best[label][0]:
-                        best[label] = (per, meter.count[label] / n, meter.statements[label] / n)
-                for spec, seconds in timed.items():
-                    timed_best[spec] = min(timed_best.get(spec, seconds / n), seconds / n)
-                if name == "sign-in":
-                    argon2 = meter.argon2 / n
-                    argon2_best = argon2 if argon2_best is None else min(argon2_best, argon2)
-            for spec, seconds in timed_best.items():
+            figures = measure(workload, meter, name, operations(name), args.batches, timed)
+            for spec, seconds in figures["timed"].items():
                 print(f"  {spec} in {name}: {seconds * 1000:.3f} ms per operation")
-            if name != "sign-in":
-                per, _, statements = best[name]
-                api_cpu[name] = per
-                ratio = (f"  {api_cpu['healthz'] / per:.2f} of healthz"
-                         if "healthz" in api_cpu else "")
-                print(f"{name:20} {per * 1000:7.3f} ms/request  {statements:5.1f} statements"
-                      f"{ratio}")
+            if name == "sign-in":
+                print_sign_in(figures)
                 continue
-            print("sign-in, per sign-in (the lowest batch for each page):")
-            total = statements_total = requests_total = 0.0
-            for label, (per, requests, statements) in sorted(best.items()):
-                shown = per - (argon2_best if label == "POST /signin" else 0.0)
-                total += shown
-                statements_total += statements
-                requests_total += requests
-                print(f"  {label:28} {shown * 1000:7.2f} ms  {requests:4.1f} requests "
-                      f"{statements:5.1f} statements")
-            print(f"  {'argon2id verification':28} {argon2_best * 1000:7.2f} ms")
-            print(f"  {'everything but argon2id':28} {total * 1000:7.2f} ms "
-                  f"{requests_total:4.1f} requests {statements_total:5.1f} statements; "
-                  f"ratio {argon2_best / (argon2_best + total):.3f}")
-            print(f"  mean over all batches: {(total_cpu - total_argon2) * 1000:.2f} ms "
-                  f"besides argon2id ({total_argon2 * 1000:.2f} ms)")
+            per, _, statements = figures["best"][name]
+            healthz = healthz or per
+            print(f"{name:20} {per * 1000:7.3f} ms/request  {statements:5.1f} statements"
+                  f"  {healthz / per:.2f} of healthz")
     finally:
         sinks.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -53,6 +53,33 @@ def expect(response: httpx.Response, status: int = 200) -> httpx.Response:
 # --- the sign-in -------------------------------------------------------------------------
 
 
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE code verifier and its S256 challenge."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def answer_page(path: str, html: str, username: str, code: str) -> tuple[str, dict]:
+    """What a person submits on the sign-in page at ``path``: the page's name and the form
+    (its CSRF token, the fields and the button)."""
+    match = CSRF.search(html)
+    if match is None:
+        raise OperationError(f"no form on {path}")
+    form = {"csrf_token": match.group(1)}
+    if path.startswith("/signin/"):
+        return "password", {**form, "username": username, "password": PASSWORD,
+                            "submit": "Log In"}
+    if path.startswith("/mfa/challenge/"):
+        return "totp", {**form, "passcode": code, "submit": "Submit"}
+    if path.startswith("/consent/"):
+        return "consent", {**form, "allow": "Allow"}
+    if path.startswith("/terms/"):
+        return "terms", {**form, "agree": "I Agree"}
+    raise OperationError(f"unexpected page {path}")
+
+
 class Accounts:
     """Hands out benchmark accounts, each with its next unused TOTP code.
 
@@ -118,9 +145,7 @@ class SignIn:
         http.cookies.clear()
         first_request = browser.requests
         username, code = self.accounts.take()
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(
-            hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        verifier, challenge = pkce_pair()
         state, nonce = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         query = urlencode({
             "response_type": "code", "client_id": self.client.client_id,
@@ -137,24 +162,8 @@ class SignIn:
                 continue
             expect(response)
             path = response.url.path
-            match = CSRF.search(response.text)
-            if match is None:
-                raise OperationError(f"no form on {path}")
-            form = {"csrf_token": match.group(1)}
-            if path.startswith("/signin/"):
-                form.update(username=username, password=PASSWORD, submit="Log In")
-                pages.append("password")
-            elif path.startswith("/mfa/challenge/"):
-                form.update(passcode=code, submit="Submit")
-                pages.append("totp")
-            elif path.startswith("/consent/"):
-                form.update(allow="Allow")
-                pages.append("consent")
-            elif path.startswith("/terms/"):
-                form.update(agree="I Agree")
-                pages.append("terms")
-            else:
-                raise OperationError(f"unexpected page {path}")
+            page, form = answer_page(path, response.text, username, code)
+            pages.append(page)
             response = await browser.request("POST", path, data=form)
         else:
             raise OperationError("too many redirects")

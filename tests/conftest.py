@@ -174,6 +174,20 @@ def runner(app):
     return app.test_cli_runner()
 
 
+def assert_setting_refused(tmp_path, monkeypatch, name: str, value: str):
+    """The IdP refuses to start with ``name=value``, naming the variable, whether the value
+    comes from the environment or from the configuration; returns the first refusal."""
+    from idp.config import ConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as from_environment:
+        create_app(base_config(tmp_path))
+    monkeypatch.delenv(name)
+    with pytest.raises(ConfigError, match=name):
+        create_app(base_config(tmp_path, **{name: value}))
+    return from_environment.value
+
+
 def make_client(**kwargs) -> tuple[Client, str | None]:
     """Register a client directly; returns it with its plain secret."""
     secret = secrets.token_urlsafe(32)

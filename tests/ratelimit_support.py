@@ -15,6 +15,16 @@ def _redis():
     return store if isinstance(store, ratelimit.RedisBackend) else None
 
 
+def hit(*limits, now):
+    """Count one event like a caller does: commit when allowed, roll back when refused."""
+    refused = ratelimit.hit(list(limits), now=now)
+    if refused is None:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return refused
+
+
 def counted_events() -> dict[str, list[float]]:
     """Every counter: its key (without the Redis prefix) and the times of its events."""
     store = _redis()

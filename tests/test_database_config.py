@@ -9,9 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from idp import create_app
-from idp.config import ConfigError
 from idp.extensions import db
-from tests.conftest import base_config
+from tests.conftest import assert_setting_refused, base_config
 
 
 def postgres_app(tmp_path, url, **settings):
@@ -124,12 +123,7 @@ def test_sqlite_keeps_its_defaults_whatever_the_pool_settings(tmp_path, monkeypa
 ])
 def test_a_bad_database_setting_stops_the_start_naming_the_variable(
         tmp_path, monkeypatch, name, value):
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match=name):
-        create_app(base_config(tmp_path))
-    monkeypatch.delenv(name)
-    with pytest.raises(ConfigError, match=name):
-        create_app(base_config(tmp_path, **{name: value}))
+    assert_setting_refused(tmp_path, monkeypatch, name, value)
 
 
 def test_a_row_created_twice_at_once_is_kept_once_without_an_error(app, alice, rp):

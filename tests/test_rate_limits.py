@@ -10,7 +10,7 @@ from idp import create_app, ratelimit
 from idp.extensions import db
 from tests.concurrency import in_app_contexts, run_in_threads
 from tests.conftest import base_config
-from tests.ratelimit_support import events_of
+from tests.ratelimit_support import events_of, hit
 
 T0 = 1_800_000_000.0
 
@@ -19,15 +19,6 @@ T0 = 1_800_000_000.0
 def app_config(rate_limit_backend):
     return rate_limit_backend
 
-
-def hit(*limits, now):
-    """Count one event like a caller does: commit when allowed, roll back when refused."""
-    refused = ratelimit.hit(list(limits), now=now)
-    if refused is None:
-        db.session.commit()
-    else:
-        db.session.rollback()
-    return refused
 
 
 def events(key) -> list[float]:

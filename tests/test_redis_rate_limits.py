@@ -20,7 +20,7 @@ from idp.maintenance import prune
 from idp.models import AuditEvent, OutboxMessage, RateCounter
 from tests.concurrency import in_app_contexts, run_in_threads
 from tests.conftest import PASSWORD, base_config, forms
-from tests.ratelimit_support import events_of
+from tests.ratelimit_support import events_of, hit
 from tests.services.redis_server import free_port
 
 T0 = 1_800_000_000.0
@@ -35,14 +35,6 @@ def app_config(redis_url):
 def redis():
     return ratelimit.backend().client
 
-
-def hit(*limits, now):
-    refused = ratelimit.hit(list(limits), now=now)
-    if refused is None:
-        db.session.commit()
-    else:
-        db.session.rollback()
-    return refused
 
 
 # --- where the counters are ----------------------------------------------------------------

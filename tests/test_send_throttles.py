@@ -19,7 +19,7 @@ from idp.delivery import DeliveryError, ThrottledError, send_email, send_sms
 from idp.extensions import db
 from idp.models import AuditEvent, OutboxMessage
 from idp.security import digest
-from tests.conftest import base_config, make_user
+from tests.conftest import assert_setting_refused, base_config, make_user
 from tests.ratelimit_support import age_counted_events, counted_events
 
 PHONE = "(202) 555-0143"
@@ -436,14 +436,7 @@ def test_limits_come_from_the_environment(tmp_path, database_url, rate_limit_bac
     ("IDP_SMS_LIMIT_GLOBAL_PER_HOUR", "0"),
 ])
 def test_a_bad_limit_stops_the_start_naming_the_variable(tmp_path, monkeypatch, name, value):
-    from idp.config import ConfigError
-
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match=name):
-        create_app(base_config(tmp_path))
-    monkeypatch.delenv(name)
-    with pytest.raises(ConfigError, match=name):
-        create_app(base_config(tmp_path, **{name: value}))
+    assert_setting_refused(tmp_path, monkeypatch, name, value)
 
 
 # --- shared by every instance, exact under concurrency -------------------------------------
