@@ -269,6 +269,7 @@ class Instance:
             "IDP_MAIL_FROM": "IdP <no-reply@bench.example>",
             "IDP_SMTP_HOST": HOST,
             "IDP_SMTP_PORT": str(sinks.smtp_port),
+            "IDP_SMTP_ALLOW_PLAINTEXT": "1",  # the mail sink listens on loopback
             "IDP_SMS_BACKEND": "webhook",
             "IDP_SMS_WEBHOOK_URL": f"http://{HOST}:{sinks.sms_port}/sms",
             "IDP_SMS_WEBHOOK_SECRET": secrets.token_urlsafe(32),

@@ -21,6 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from idp.auth.pipeline import Pipeline
     from idp.auth.steps import ConsentStep, PasswordStep, TermsStep
     from idp.extensions import csrf, db, migrate
+    from idp.models import SigningKey
     from idp.plugins import PluginRegistry, load_plugins
 
     test_config = dict(test_config or {})
@@ -68,6 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     registry = PluginRegistry(plugins=plugins)
     app.extensions["idp.registry"] = registry
     registry.add_acr_level(PASSWORD_LEVEL)
+    registry.add_encrypted_column(SigningKey.private_jwk_encrypted)
     for plugin in plugins:
         plugin.init_app(app, registry)
 
@@ -123,12 +125,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             return {"status": "unavailable"}, 503
         return {"status": "ready"}
 
-    @app.after_request
-    def security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    from idp import headers
+
+    headers.init_app(app)  # Content-Security-Policy, HSTS in production, nosniff, ...
 
     return app
 

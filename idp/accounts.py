@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import or_, select, update
 
 from idp import audit
+from idp.auth.sessions import end_session
 from idp.extensions import db
-from idp.models import SsoSession, User
+from idp.models import AuthorizationCode, SsoSession, Token, User
 from idp.passwords import hash_password
 from idp.signals import password_changed
 from idp.timeutil import utcnow
@@ -17,24 +19,83 @@ from idp.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """What ``end_all_sessions_and_revoke`` ended."""
+
+    sessions_ended: int
+    tokens_revoked: int
+    codes_voided: int
+
+
+def end_all_sessions_and_revoke(user: User, reason: str, source: str) -> Revocation:
+    """End everything the user is signed in with, everywhere: every SSO session (each
+    client of each session is sent a back-channel logout token), every access and refresh
+    token issued to them, and the authorization codes not yet redeemed. Audited with
+    ``reason`` (``password_changed``, ``mfa_reset``, ``user_disabled``) and ``source``.
+
+    Commits, together with what the caller changed before (the account change and its
+    consequences are one transaction), then sends the back-channel logouts: concurrently,
+    within ``IDP_BACKCHANNEL_TOTAL_TIMEOUT``, in a request as in a command. A relying party
+    that is slow or fails is logged and audited, never an error here.
+    """
+    from idp.oauth.logout import send_pending_logouts
+
+    now = utcnow()
+    sessions = db.session.scalars(
+        select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.ended_at.is_(None))
+    ).all()
+    for row in sessions:
+        end_session(row, reason=reason)
+    tokens = db.session.execute(
+        update(Token)
+        .where(Token.user_id == user.id, Token.revoked_at.is_(None),
+               or_(Token.expires_at > now, Token.refresh_expires_at > now))
+        .values(revoked_at=now)
+    ).rowcount
+    codes = db.session.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.user_id == user.id, AuthorizationCode.used_at.is_(None),
+               AuthorizationCode.expires_at > now)
+        .values(expires_at=now)
+    ).rowcount
+    revocation = Revocation(len(sessions), tokens, codes)
+    audit.record("sessions_and_tokens_revoked", user_id=user.id, reason=reason, source=source,
+                 sessions_ended=revocation.sessions_ended,
+                 tokens_revoked=revocation.tokens_revoked, codes_voided=revocation.codes_voided)
+    db.session.commit()
+    send_pending_logouts()
+    return revocation
+
+
 def change_password(user: User, new_password: str, source: str) -> int:
-    """Set a new password: every SSO session of the user ends, plugins are told (the MFA
-    plugin forgets remembered devices) and a notice goes to the account email.
+    """Set a new password: every SSO session of the user ends (with back-channel logout)
+    and every token issued to them is revoked, plugins are told (the MFA plugin forgets
+    remembered devices) and a notice goes to the account email.
 
     Returns the number of sessions ended. Commits.
     """
     from idp.delivery import DeliveryError, send_email
 
     user.password_hash = hash_password(new_password)
-    ended = db.session.execute(
-        update(SsoSession).where(SsoSession.user_id == user.id, SsoSession.ended_at.is_(None))
-        .values(ended_at=utcnow())
-    ).rowcount
-    audit.record("password_changed", user_id=user.id, source=source, sessions_ended=ended)
+    audit.record("password_changed", user_id=user.id, source=source)
     password_changed.send(current_app._get_current_object(), user=user)
-    db.session.commit()
+    ended = end_all_sessions_and_revoke(user, "password_changed", source).sessions_ended
     try:
         send_email(user.email, "password_changed", {}, kind="notice", user_id=user.id)
     except DeliveryError as exc:
         log.warning("password change notice not sent: %s", exc.reason)
     return ended
+
+
+def set_disabled(user: User, disabled: bool, source: str) -> Revocation | None:
+    """Disable or enable an account. A disabled account cannot sign in, and everything it
+    is signed in with ends (``end_all_sessions_and_revoke``), also when it was disabled
+    already. Returns what ended (``None`` when enabling). Commits."""
+    user.disabled = disabled
+    audit.record("user_disabled" if disabled else "user_enabled", user_id=user.id,
+                 source=source)
+    if disabled:
+        return end_all_sessions_and_revoke(user, "user_disabled", source)
+    db.session.commit()
+    return None

@@ -8,7 +8,6 @@ import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -18,6 +17,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from idp import audit
 from idp.extensions import db
 from idp.models import AUTH_METHODS, GRANT_TYPES, Client, SigningKey, User
+from idp.oauth import uris
 from idp.plugins import PluginRegistry
 from idp.security import digest, random_token
 
@@ -57,15 +57,24 @@ def main() -> None:
 # --- clients ----------------------------------------------------------------------------
 
 
-def _check_uri(uri: str, what: str) -> str:
+URI_OPTIONS = {
+    uris.REDIRECT_URIS: "--redirect-uri",
+    uris.POST_LOGOUT_REDIRECT_URIS: "--post-logout-redirect-uri",
+    uris.BACKCHANNEL_LOGOUT_URI: "--backchannel-logout-uri",
+    uris.JWKS_URI: "--jwks-uri",
+}
+
+
+def _check_uri(uri: str, field: str) -> str:
+    """Apply the registration rules (``idp.oauth.uris``) to a URI given for ``field``: a
+    refusal names the option; a development warning goes to standard error."""
+    option = URI_OPTIONS[field]
     try:
-        parts = urlsplit(uri)
-    except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or parts.fragment or len(uri) > 2000 or any(c.isspace() for c in uri)):
-        raise click.BadParameter(f"{what} must be an absolute http(s) URI without a fragment: "
-                                 f"{uri!r}")
+        warning = uris.check_uri(uri, field, uris.UriRules.from_config(current_app.config))
+    except uris.UriRefused as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    if warning:
+        click.echo(f"Warning: {option} {warning}.", err=True)
     return uri
 
 
@@ -169,15 +178,16 @@ def _apply_client_options(client: Client, params: dict, registry: PluginRegistry
         if params.get(param) is not None:
             setattr(client, attr, params[param])
     if params.get("redirect_uris"):
-        client.redirect_uris = [_check_uri(u, "--redirect-uri") for u in params["redirect_uris"]]
+        client.redirect_uris = [_check_uri(u, uris.REDIRECT_URIS)
+                                for u in params["redirect_uris"]]
     if params.get("post_logout_uris"):
         client.post_logout_redirect_uris = [
-            _check_uri(u, "--post-logout-redirect-uri") for u in params["post_logout_uris"]
+            _check_uri(u, uris.POST_LOGOUT_REDIRECT_URIS) for u in params["post_logout_uris"]
         ]
     if params.get("backchannel_logout_uri"):
-        _check_uri(params["backchannel_logout_uri"], "--backchannel-logout-uri")
+        _check_uri(params["backchannel_logout_uri"], uris.BACKCHANNEL_LOGOUT_URI)
     if params.get("jwks_uri"):
-        _check_uri(params["jwks_uri"], "--jwks-uri")
+        _check_uri(params["jwks_uri"], uris.JWKS_URI)
         client.jwks = None
     if params.get("jwks_file"):
         client.jwks = _read_jwks(params["jwks_file"])
@@ -359,7 +369,7 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
 # --- users ------------------------------------------------------------------------------
 
 
-@click.group("users", help="Create and list accounts.")
+@click.group("users", help="Create, list, disable and enable accounts.")
 def users():
     pass
 
@@ -440,6 +450,36 @@ def users_set_password(username, password_stdin):
     _echo_json(out)
 
 
+def _set_disabled(username: str, disabled: bool) -> None:
+    from idp.accounts import set_disabled
+
+    user = db.session.scalar(db.select(User).filter_by(username=username))
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}.")
+    ended = set_disabled(user, disabled, source="cli")
+    out = {"username": username, "disabled": disabled}
+    if ended is not None:
+        out.update(sessions_ended=ended.sessions_ended, tokens_revoked=ended.tokens_revoked)
+    _echo_json(out)
+
+
+@users.command("disable")
+@click.argument("username")
+@with_appcontext
+def users_disable(username):
+    """Disable an account: it can no longer sign in, its sessions end (with back-channel
+    logout) and its tokens are revoked."""
+    _set_disabled(username, True)
+
+
+@users.command("enable")
+@click.argument("username")
+@with_appcontext
+def users_enable(username):
+    """Enable a disabled account again (it signs in anew; nothing ended comes back)."""
+    _set_disabled(username, False)
+
+
 @users.command("list")
 @with_appcontext
 def users_list():
@@ -451,7 +491,7 @@ def users_list():
 # --- keys -------------------------------------------------------------------------------
 
 
-@click.group("keys", help="Manage the ID token signing keys.")
+@click.group("keys", help="Manage the ID token signing keys and the encryption key.")
 def keys_group():
     pass
 
@@ -486,6 +526,29 @@ def keys_list():
         if status == "published":
             line += f"\tuntil {key.publish_until:%Y-%m-%d %H:%M}"
         click.echo(line)
+
+
+@keys_group.command("reencrypt")
+@with_appcontext
+def keys_reencrypt():
+    """Encrypt every stored secret (signing keys, authentication-app secrets, ...) with the
+    current IDP_ENCRYPTION_KEY, in one transaction; afterwards the old keys can be dropped
+    from IDP_ENCRYPTION_OLD_KEYS (once pending sign-ins made with them have expired)."""
+    from idp import crypto
+
+    columns = current_app.extensions["idp.registry"].encrypted_columns
+    try:
+        moved = crypto.reencrypt(columns)
+    except crypto.UndecryptableValue as exc:
+        db.session.rollback()
+        raise click.ClickException(f"Nothing was changed: {exc}.") from None
+    total = sum(moved.values())
+    audit.record("secrets_reencrypted", count=total, key_id=crypto.keyring().current.kid)
+    db.session.commit()
+    for name, count in moved.items():
+        click.echo(f"{name}\t{count}")
+    click.echo(f"Moved {total} encrypted value{'s' if total != 1 else ''} to the current key "
+               f"({crypto.keyring().current.kid}).")
 
 
 # --- demo -------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_ENV": ("development", str),
     "IDP_SECRET_KEY": ("", str),
     "IDP_ENCRYPTION_KEY": ("", str),
+    # Earlier values of IDP_ENCRYPTION_KEY, comma separated: they still decrypt.
+    "IDP_ENCRYPTION_OLD_KEYS": ("", str),
     "IDP_ISSUER": ("http://127.0.0.1:5000", str),
     "IDP_DATABASE_URL": ("", str),
     # PostgreSQL connections (SQLite keeps SQLAlchemy's defaults)
@@ -34,7 +36,16 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_SESSION_LIFETIME": (12 * 3600, int),
     "IDP_PENDING_LIFETIME": (30 * 60, int),
     "IDP_BACKCHANNEL_TIMEOUT": (3.0, float),
+    "IDP_BACKCHANNEL_TOTAL_TIMEOUT": (5.0, float),
     "IDP_CLIENT_ASSERTION_LEEWAY": (60, int),
+    # Keys fetched from a client's jwks_uri (private_key_jwt): how long they are used, the
+    # least time between two fetches (also after a failure or an unknown kid), the timeout.
+    "IDP_CLIENT_JWKS_CACHE_SECONDS": (300, int),
+    "IDP_CLIENT_JWKS_REFETCH_SECONDS": (60, int),
+    "IDP_CLIENT_JWKS_TIMEOUT": (3.0, float),
+    # Production: back-channel logout URIs and jwks_uri may reach loopback and private
+    # networks (never link-local or metadata addresses).
+    "IDP_ALLOW_PRIVATE_NETWORK_TARGETS": (False, bool),
     # Seconds a worker serves /jwks.json from memory: a key rotated elsewhere (another
     # instance, the command line) is published by every worker within this time.
     "IDP_JWKS_CACHE_SECONDS": (5, int),
@@ -55,6 +66,8 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_SMTP_PASSWORD": ("", str),
     "IDP_SMTP_TIMEOUT": (10.0, float),
     "IDP_SMTP_CA_FILE": ("", str),
+    # Production: SMTP without TLS (IDP_SMTP_SECURITY=none) only when this says so.
+    "IDP_SMTP_ALLOW_PLAINTEXT": (False, bool),
     "IDP_SMS_BACKEND": ("outbox", str),
     "IDP_SMS_TIMEOUT": (10.0, float),
     "IDP_SMS_WEBHOOK_URL": ("", str),
@@ -75,6 +88,9 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_SEND_LIMIT_WINDOW": (15 * 60, int),
     "IDP_SMS_LIMIT_PER_PHONE": (10, int),
     "IDP_SMS_LIMIT_GLOBAL_PER_HOUR": (1000, int),
+    "IDP_LINK_LIMIT_PER_ACCOUNT": (5, int),
+    "IDP_LINK_LIMIT_WINDOW": (3600, int),
+    "IDP_LINK_LIMIT_GLOBAL_PER_HOUR": (1000, int),
 }
 
 # Seconds clients may cache /jwks.json (its Cache-Control max-age).
@@ -135,6 +151,9 @@ THROTTLE_MINIMUMS = {
     "IDP_SEND_LIMIT_WINDOW": 1,
     "IDP_SMS_LIMIT_PER_PHONE": 1,
     "IDP_SMS_LIMIT_GLOBAL_PER_HOUR": 1,
+    "IDP_LINK_LIMIT_PER_ACCOUNT": 1,
+    "IDP_LINK_LIMIT_WINDOW": 1,
+    "IDP_LINK_LIMIT_GLOBAL_PER_HOUR": 1,
     "IDP_LOGIN_LIMIT_PER_USER": 1,
     "IDP_LOGIN_LIMIT_PER_ADDRESS": 1,
     "IDP_LOGIN_LIMIT_WINDOW": 1,
@@ -149,6 +168,22 @@ DATABASE_MINIMUMS = {
     "IDP_DB_POOL_RECYCLE": 0,
     "IDP_DB_STATEMENT_TIMEOUT_MS": 0,
 }
+
+
+def check_range(config: dict[str, Any], name: str, low: float, high: float | None = None,
+                kind: type = int) -> None:
+    """Refuse ``name`` unless it is a ``kind`` from ``low`` to ``high`` (no upper bound
+    when None). A string (an override given to ``create_app``) is read as the environment
+    would be, and stored cast."""
+    value = config[name]
+    if isinstance(value, str):
+        value = config[name] = _cast(name, value, kind)
+    what = "a whole number" if kind is int else "a number"
+    kinds = (int,) if kind is int else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, kinds) or value < low
+            or (high is not None and value > high)):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"{name} must be {what} {span} (it is {value!r}).")
 
 
 def check_database_settings(config: dict[str, Any]) -> None:
@@ -237,6 +272,11 @@ def check_choices(config: dict[str, Any]) -> None:
     ):
         raise ConfigError(f"IDP_JWKS_CACHE_SECONDS must be a whole number from 0 to "
                           f"{JWKS_MAX_AGE} (it is {jwks_cache!r}).")
+    check_range(config, "IDP_CLIENT_JWKS_REFETCH_SECONDS", 1, 3600)
+    check_range(config, "IDP_CLIENT_JWKS_CACHE_SECONDS", config["IDP_CLIENT_JWKS_REFETCH_SECONDS"],
+                86400)
+    check_range(config, "IDP_CLIENT_JWKS_TIMEOUT", 0.1, 30, kind=float)
+    check_range(config, "IDP_BACKCHANNEL_TOTAL_TIMEOUT", 0.1, 60, kind=float)
     if config["IDP_REDIS_TIMEOUT"] <= 0:
         raise ConfigError("IDP_REDIS_TIMEOUT must be a number of seconds above 0 "
                           f"(it is {config['IDP_REDIS_TIMEOUT']!r}).")
@@ -267,6 +307,19 @@ def check_production(config: dict[str, Any]) -> None:
     if config["IDP_SMS_BACKEND"] == "outbox":
         problems.append("IDP_SMS_BACKEND must be webhook or twilio (SMS passcodes must reach "
                         "people)")
+    if not config["IDP_ENCRYPTION_KEY"] or len(config["IDP_ENCRYPTION_KEY"]) < 32:
+        problems.append("IDP_ENCRYPTION_KEY must be set to a random value of at least 32 "
+                        "characters (it encrypts authentication-app secrets and signing keys)")
+    if (config["IDP_MAIL_BACKEND"] == "smtp" and config["IDP_SMTP_SECURITY"] == "none"
+            and not config["IDP_SMTP_ALLOW_PLAINTEXT"]):
+        problems.append("IDP_SMTP_SECURITY must be starttls or tls (passcodes and links "
+                        "must not cross the network in clear; IDP_SMTP_ALLOW_PLAINTEXT=1 "
+                        "allows it, e.g. for a relay on the same host)")
+    for backend, name in (("webhook", "IDP_SMS_WEBHOOK_URL"), ("twilio", "IDP_TWILIO_BASE_URL")):
+        url = config[name]
+        if (config["IDP_SMS_BACKEND"] == backend and url.startswith("http://")
+                and not _is_loopback_url(url)):
+            problems.append(f"{name} must use https:// (http is only allowed on loopback)")
     if config["IDP_METRICS_TOKEN"] and len(config["IDP_METRICS_TOKEN"]) < 32:
         problems.append("IDP_METRICS_TOKEN must be a random value of at least 32 characters")
     database = config.get("SQLALCHEMY_DATABASE_URI") or config["IDP_DATABASE_URL"] or "sqlite"

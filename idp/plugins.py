@@ -17,6 +17,7 @@ on which it registers what it contributes::
             registry.add_client_setting(ClientSetting("example_level", [level_option],
                                                       apply=copy_level))
             registry.add_claims(lambda user, scope: {"example_badge": user.username})
+            registry.add_encrypted_column(ExampleSecret.value_encrypted)  # idp.crypto.encrypt
 
     plugin = MyPlugin()
 
@@ -71,6 +72,7 @@ class PluginRegistry:
     cli_groups: list[click.Command] = field(default_factory=list)
     client_settings: list[ClientSetting] = field(default_factory=list)
     claim_providers: list[Callable[[Any, str], dict]] = field(default_factory=list)
+    encrypted_columns: list[Any] = field(default_factory=list)
 
     def add_blueprint(self, blueprint: Blueprint) -> None:
         self.blueprints.append(blueprint)
@@ -92,6 +94,13 @@ class PluginRegistry:
         """``provider(user, scope)`` returns extra userinfo claims for the granted
         ``scope`` (a space-separated string); the ID token carries only ``sub``."""
         self.claim_providers.append(provider)
+
+    def add_encrypted_column(self, column: Any) -> None:
+        """Declare a model column holding values made by ``idp.crypto.encrypt`` (e.g.
+        ``MfaFactor.secret_encrypted``): ``idp keys reencrypt`` moves them to the current
+        ``IDP_ENCRYPTION_KEY``. The model needs a single-column primary key."""
+        if not any(known is column for known in self.encrypted_columns):
+            self.encrypted_columns.append(column)
 
 
 def load_plugins(spec: str) -> list[Any]:

@@ -2,6 +2,10 @@
 
 ``password_changed(app, user=...)``: a user's password was changed (the MFA plugin forgets
 that user's remembered devices).
+
+``sign_in_progress_discarded(app, pending=..., previous_user_id=...)``: a pending sign-in's
+progress was discarded because another user, session or authentication event took it over
+(the MFA plugin revokes the codes it sent for it).
 """
 
 from blinker import Namespace
@@ -9,3 +13,4 @@ from blinker import Namespace
 _signals = Namespace()
 
 password_changed = _signals.signal("password-changed")
+sign_in_progress_discarded = _signals.signal("sign-in-progress-discarded")

@@ -41,8 +41,10 @@ PRODUCTION_SETTINGS = {
     "IDP_ENV": "production",
     "IDP_ISSUER": "https://idp.example.com",
     "IDP_SECRET_KEY": "a-production-secret-key-of-more-than-32-characters",
+    "IDP_ENCRYPTION_KEY": "a-production-encryption-key-of-more-than-32-characters",
     "IDP_MAIL_BACKEND": "smtp",
     "IDP_SMTP_HOST": "smtp.example.com",
+    "IDP_SMTP_SECURITY": "starttls",
     "IDP_MAIL_FROM": "no-reply@idp.example.com",
     "IDP_SMS_BACKEND": "webhook",
     "IDP_SMS_WEBHOOK_URL": "https://sms.example.com/send",
@@ -174,17 +176,18 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def assert_setting_refused(tmp_path, monkeypatch, name: str, value: str):
+def assert_setting_refused(tmp_path, monkeypatch, name: str, value: str, **settings):
     """The IdP refuses to start with ``name=value``, naming the variable, whether the value
-    comes from the environment or from the configuration; returns the first refusal."""
+    comes from the environment or from the configuration (beside ``settings``, e.g. a
+    plugin's); returns the first refusal."""
     from idp.config import ConfigError
 
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name) as from_environment:
-        create_app(base_config(tmp_path))
+        create_app(base_config(tmp_path, **settings))
     monkeypatch.delenv(name)
     with pytest.raises(ConfigError, match=name):
-        create_app(base_config(tmp_path, **{name: value}))
+        create_app(base_config(tmp_path, **{**settings, name: value}))
     return from_environment.value
 
 

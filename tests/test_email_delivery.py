@@ -171,6 +171,14 @@ TEMPLATES = {
                            "New sign-in to your account",
                            "Your Example Login was used to sign in from a new device on "
                            "March 3, 2025 at 09:15 UTC."),
+    "mfa_cool_down": ({"failures": 10, "minutes": 15}, "Too many failed attempts to sign in",
+                      "There were 10 failed attempts in a row to enter a multifactor "
+                      "authentication (MFA) code for your Example Login."),
+    "mfa_blocked": ({"method": "text message (SMS)", "others": True, "recovery": False,
+                     "minutes": None},
+                    "A multifactor authentication method was blocked",
+                    "There were too many failed attempts in a row with text message (SMS) to "
+                    "sign in to your Example Login."),
     "test_message": ({}, "Test message",
                      "This is a test message from Example Login. Email delivery works."),
 }

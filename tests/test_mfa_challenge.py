@@ -14,7 +14,7 @@ from idp.extensions import db
 from plugins.mfa import lockout
 from plugins.mfa.factors import TotpFactor, totp
 from plugins.mfa.models import MfaAccount, MfaFactor, Passcode
-from tests.conftest import forms, make_user
+from tests.conftest import PASSWORD, forms, make_user
 from tests.mfa_journeys import *  # noqa: F403
 from tests.mfa_journeys import (
     CHALLENGE,
@@ -765,16 +765,21 @@ def test_mfa_reset_makes_the_next_sign_in_ask_for_enrollment_again(
     assert not db.session.scalar(db.select(MfaFactor.id).filter_by(user_id=enrolled.user.id))
 
 
-def test_an_mfa_reset_while_the_challenge_is_open_leads_to_enrollment(
+def test_an_mfa_reset_while_the_challenge_is_open_asks_the_password_then_enrollment(
         runner, mfa, enrolled, cohort_rp):
     page = mfa.start(cohort_rp[0])
     assert heading(page) == CHALLENGE
     assert runner.invoke(args=["mfa", "reset", "alice", "--yes"]).exit_code == 0
+    # The reset signed alice out everywhere: the open challenge leads to the password.
     again = mfa.go(mfa.http.get(page.request.path))
     assert again.status_code == 200
-    assert 'value="Enroll in MFA"' in again.get_data(as_text=True)
+    assert heading(again) == "Sign In"
     refused = mfa.submit_passcode(page, mfa.sms_passcode())
-    assert 'value="Enroll in MFA"' in refused.get_data(as_text=True)
+    assert heading(refused) == "Sign In"
+    assert not audit_events("mfa_challenge_passed", enrolled.user.id)
+    after = mfa.go(mfa.submit(again, {"username": "alice", "password": PASSWORD},
+                              button="submit"))
+    assert 'value="Enroll in MFA"' in after.get_data(as_text=True)
     assert not audit_events("mfa_challenge_passed", enrolled.user.id)
 
 

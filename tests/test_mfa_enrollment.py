@@ -563,8 +563,10 @@ def test_the_email_link_verifies_only_the_address_it_was_sent_to(mfa, new_user, 
                                 "e-submit": "Send Email Link"}, prefix="e-")
     second = mfa.email_link(to="second@example.org")
 
-    mfa.http.get(first)
-    assert mfa_account(new_user.id).mfa_email == "first@example.org"
+    # The newer link revoked the first one: it verifies nothing.
+    stale = mfa.http.get(first)
+    assert stale.status_code == 400 and heading(stale) == "Link expired"
+    assert verified_mfa_email(new_user.id) is None
     waiting = mfa.continue_after_link(page)
     assert heading(waiting) == VERIFY_EMAIL and "opened yet" in alert(waiting)
     forged = link_token(second)[:-2] + ("AA" if not link_token(second).endswith("AA") else "BB")
@@ -867,6 +869,24 @@ def test_app_enrollment_shows_a_qr_code_and_the_secret_and_a_code_from_it_confir
     assert row.secret_encrypted and row.secret_encrypted != key
     assert decrypt(row.secret_encrypted) == key
     assert key.encode() not in database_bytes(app)
+
+
+def test_no_page_showing_a_secret_or_a_passcode_form_may_be_cached(mfa, new_user, cohort_rp):
+    rp, _ = cohort_rp
+    sign_in = mfa.http.get(mfa.authorize(rp).headers["Location"])
+    assert sign_in.headers["Cache-Control"] == "no-store"  # the password form
+    page = mfa.verify_email_yes(mfa.enroll_in_mfa(mfa.start(rp)))
+    assert page.headers["Cache-Control"] == "no-store"
+    thanks = mfa.http.get(mfa.email_link())
+    assert thanks.headers["Cache-Control"] == "no-store"
+    methods = mfa.continue_after_link(page)
+    app_page = mfa.choose_method(methods, "totp")
+    assert heading(app_page) == "Set Up Your Authentication App"
+    assert app_page.headers["Cache-Control"] == "no-store"  # the key and its QR code
+    phone = mfa.go(mfa.http.get(f"/mfa/phone/{pending_id(app_page)}"))
+    passcode = mfa.enter_phone(phone)
+    assert heading(passcode) == "Multifactor Authentication (MFA)"
+    assert passcode.headers["Cache-Control"] == "no-store"
 
 
 # --- recovery codes -----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from tests.mfa_journeys import (
     step_reasons,
 )
 from tests.mfa_support import *  # noqa: F403
-from tests.mfa_support import ACR_AAL2, ACR_MFA, AFTER_CUTOFF, heading
+from tests.mfa_support import ACR_AAL2, ACR_MFA, AFTER_CUTOFF, MfaBrowser, heading
 
 NEW_PHONE = "(202) 555-0199"
 NEW_PHONE_E164 = "+12025550199"
@@ -130,8 +130,8 @@ def test_under_prompt_login_the_password_is_asked_but_the_passcode_is_skipped(
     assert step_reasons("login", None)[-1] == "login_prompt"
     assert step_reasons("mfa_remembered_device", enrolled.user.id) == ["remembered_device"]
     assert challenge_reasons(enrolled.user.id) == ["new_device"]  # the first sign-in only
-    # amr lists the methods of the whole SSO session: the passcode checked before stays.
-    assert {"pwd", "rdev"} <= set(claims["amr"])
+    # A re-authentication is a new event: the passcode checked before it is not in amr.
+    assert claims["amr"] == ["pwd", "rdev"]
     assert claims["acr"] == ACR_MFA
     assert sms_count(mfa) == sent
 
@@ -329,6 +329,26 @@ def test_the_devices_page_needs_a_signed_in_session(mfa, enrolled):
     page = mfa.http.get("/mfa/devices")
     assert page.status_code == 401
     assert "Sign in" in page.get_data(as_text=True)
+
+
+def test_the_devices_page_needs_more_than_a_password(mfa, enrolled, cohort_rp):
+    """Someone who has only the password (the challenge shown, not passed) can neither see
+    nor forget the devices."""
+    remember_this_browser(mfa, cohort_rp)
+    other_browser = MfaBrowser(mfa.http.application.test_client(), mfa.mail, mfa.sms)
+    page = other_browser.start(cohort_rp[0])
+    assert heading(page) == CHALLENGE
+
+    refused = other_browser.http.get("/mfa/devices")
+    assert refused.status_code == 403
+    assert "Forget this device" not in refused.get_data(as_text=True)
+    assert "second factor" in refused.get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"',
+                     page.get_data(as_text=True)).group(1)
+    posted = other_browser.http.post("/mfa/devices",
+                                     data={"csrf_token": csrf, "forget_all": "1"})
+    assert posted.status_code == 403
+    assert len(devices(enrolled.user.id)) == 1
 
 
 # --- forgotten when a factor changes, expired after the configured days --------------------

@@ -248,7 +248,8 @@ def test_refused_by_one_limit_counts_against_none_of_the_others(app, user):
 
 def test_links_and_notices_do_not_count_against_the_account_passcode_limit(app, user):
     for n in range(5):
-        link_email(f"link{n}@example.com", user.id)
+        if n < 4:  # links have a budget of their own (5 per account per hour)
+            link_email(f"link{n}@example.com", user.id)
         notice_email(f"notice{n}@example.com", user.id)
         notice_sms(phones(5)[n], user.id)
     for n in range(5):
@@ -259,6 +260,25 @@ def test_links_and_notices_do_not_count_against_the_account_passcode_limit(app, 
     link_email("link5@example.com", user.id)
     notice_email("notice5@example.com", user.id)
     notice_sms("(202) 555-0199", user.id)
+
+
+def test_an_account_gets_at_most_5_links_an_hour_whatever_the_addresses(app, user):
+    for n in range(5):
+        link_email(f"addr{n}@example.com", user.id)
+    error = refused(link_email, "addr5@example.com", user.id)
+    assert error.reason == "throttled:link_account"
+    assert "Too many verification links" in error.user_message
+    # Another account is not held back by it, nor this account's passcodes.
+    link_email("other@example.com", make_user("carol").id)
+    passcode_email("code@example.com", user.id)
+
+
+@pytest.mark.parametrize("limit_settings", [{"IDP_LINK_LIMIT_GLOBAL_PER_HOUR": 3}])
+def test_links_of_every_account_together_meet_a_global_budget(app, user, limit_settings):
+    for n in range(3):
+        link_email(f"user{n}@example.com", make_user(f"user{n}").id)
+    error = refused(link_email, "late@example.com", user.id)
+    assert error.reason == "throttled:link_global"
 
 
 def test_links_have_their_own_interval_per_destination(app, user):

@@ -18,9 +18,18 @@ from functools import cached_property
 from typing import Any
 
 from authlib.oauth2.rfc6749 import scope_to_list
+from flask import current_app
 
+from idp import audit
+from idp.extensions import db
 from idp.models import Client, PendingAuthorization, SsoSession, User, find_client
+from idp.signals import sign_in_progress_discarded
 from idp.timeutil import epoch, utcnow
+
+#: The pending request's own keys in ``state``: what the request asked (``core``) and whose
+#: progress the rest is (``owner``). Every other key is a step's progress.
+REQUEST_STATE = "core"
+OWNER_STATE = "owner"
 
 
 @dataclass
@@ -31,6 +40,9 @@ class SignInContext:
     client: Client
     session: SsoSession | None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Loading this context discarded progress made by another user, session or event: a
+    #: form posted now was filled in for them, and must not act.
+    progress_discarded: bool = False
 
     @property
     def params(self) -> dict[str, str]:
@@ -179,6 +191,60 @@ def session_age_exceeded(ctx: SignInContext) -> bool:
     return ctx.max_age == 0 or epoch(utcnow()) - epoch(ctx.session.auth_time) > ctx.max_age
 
 
+def progress_owner(session: SsoSession | None) -> dict | None:
+    """Whose progress a pending request holds: the user, the SSO session and its current
+    authentication event (which a password check starts; see ``record_authentication``)."""
+    if session is None:
+        return None
+    if session.sid is None:
+        db.session.flush()  # a session created in this request gets its sid
+    event = next((e.get("id") for e in session.events or [] if e.get("method") == "pwd"), None)
+    return {"user": session.user_id, "sid": session.sid,
+            "event": event or session.auth_time.isoformat(timespec="microseconds")}
+
+
+def bind_progress(pending: PendingAuthorization, session: SsoSession | None) -> bool:
+    """Make the pending request's progress belong to ``session``.
+
+    Everything a sign-in has proven (steps passed, factors checked, consent, Modify asked
+    for, codes sent) was proven by one user in one authentication event of one SSO session.
+    When the browser's session is no longer that one (another user signed in, on this
+    request or in another tab; the user signed out; the password was checked again), all
+    of it is discarded and the pipeline starts over for whoever is signed in now. Returns
+    whether anything was discarded.
+    """
+    state = pending.state or {}
+    owner = progress_owner(session)
+    if state.get(OWNER_STATE) == owner:
+        return False
+    previous = state.get(OWNER_STATE)
+    had_progress = (previous is not None or pending.user_id is not None
+                    or any(key not in (REQUEST_STATE, OWNER_STATE) for key in state))
+    pending.state = {REQUEST_STATE: dict(state.get(REQUEST_STATE) or {}), OWNER_STATE: owner}
+    pending.user_id, pending.login_at = None, None
+    if had_progress:
+        audit.record("sign_in_progress_discarded",
+                     user_id=previous.get("user") if previous else None,
+                     client_id=pending.client_id,
+                     reason=_discard_reason(previous, owner))
+        sign_in_progress_discarded.send(current_app._get_current_object(), pending=pending,
+                                        previous_user_id=previous.get("user") if previous
+                                        else None)
+    return had_progress
+
+
+def _discard_reason(previous: dict | None, owner: dict | None) -> str:
+    if owner is None:
+        return "signed_out"
+    if previous is None or previous.get("user") != owner["user"]:
+        return "other_user"
+    if previous.get("sid") != owner["sid"]:
+        return "other_session"
+    return "new_authentication_event"
+
+
 def load_context(pending: PendingAuthorization, session: SsoSession | None) -> SignInContext:
+    """The sign-in context of a pending request, its progress bound to ``session``."""
+    discarded = bind_progress(pending, session)
     return SignInContext(pending=pending, client=find_client(pending.client_id),
-                         session=session)
+                         session=session, progress_discarded=discarded)

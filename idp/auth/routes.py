@@ -10,12 +10,13 @@ from flask import Blueprint, current_app, redirect, render_template, request
 
 from idp import audit, metrics, ratelimit
 from idp.auth.forms import ConsentForm, LoginForm, TermsForm
+from idp.auth.pipeline import bind_progress, load_context
 from idp.auth.sessions import current_session, record_authentication
-from idp.auth.steps import CONSENT_SCOPES
+from idp.auth.steps import CONSENT_SCOPES, ConsentStep, TermsStep
 from idp.crypto import keyed_digest
 from idp.extensions import db, insert_unless_present, upsert
 from idp.models import Client, Consent, TermsAcceptance, User, find_client
-from idp.oauth.authorize import continue_sign_in, deny, load_pending, resume_url
+from idp.oauth.authorize import continue_sign_in, deny, load_pending, pipeline, resume_url
 from idp.passwords import hash_password, needs_rehash, verify_password
 from idp.security import digest
 from idp.timeutil import utcnow
@@ -34,6 +35,8 @@ def login_limits(username: str) -> list[ratelimit.Limit]:
                         config["IDP_LOGIN_LIMIT_PER_ADDRESS"], window),
     ]
 
+# A page with a password form is never kept by a browser or proxy.
+NO_STORE = {"Cache-Control": "no-store"}
 PASSWORD_EVENT = {"method": "pwd", "amr": ["pwd"], "factor": "password"}
 LOGIN_FAILED = "The user name or password you entered is incorrect."
 SIGN_IN_UNAVAILABLE = ("Sign-in is temporarily unavailable. Your password was not "
@@ -64,7 +67,7 @@ def login(pending_id: str):
             metrics.sign_in("unavailable")
             return (render_template("idp/login.html", form=form, client=client,
                                     error=SIGN_IN_UNAVAILABLE),
-                    503, {"Retry-After": str(exc.retry_after)})
+                    503, {"Retry-After": str(exc.retry_after), **NO_STORE})
         if refused is not None:
             db.session.rollback()
             limit, retry_after = refused
@@ -76,7 +79,7 @@ def login(pending_id: str):
             error = (f"Too many sign-in attempts. For your security, wait {minutes} "
                      f"minute{'s' if minutes != 1 else ''} and try again.")
             return render_template("idp/login.html", form=form, client=client,
-                                   error=error), 429
+                                   error=error), 429, NO_STORE
         db.session.commit()
         user = None if "\x00" in username else db.session.scalar(
             db.select(User).filter_by(username=username)
@@ -87,7 +90,10 @@ def login(pending_id: str):
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)
             ratelimit.forget(limits, attempt_at)  # only failures count
-            record_authentication(user, PASSWORD_EVENT)
+            session = record_authentication(user, PASSWORD_EVENT)
+            # A new authentication event: whatever this sign-in had proven before (for
+            # another user, or for an earlier event) is discarded.
+            bind_progress(pending, session)
             pending.user_id, pending.login_at = user.id, utcnow()
             audit.record("login_succeeded", user_id=user.id, client_id=client.client_id)
             db.session.commit()
@@ -99,16 +105,16 @@ def login(pending_id: str):
         metrics.sign_in("unknown_user" if user is None else "disabled" if ok else "rejected")
         error = LOGIN_FAILED
     status = 200 if error is None and not form.errors else 400
-    return render_template("idp/login.html", form=form, client=client, error=error), status
+    return (render_template("idp/login.html", form=form, client=client, error=error), status,
+            NO_STORE)
 
 
 @bp.route("/consent/<pending_id>", methods=["GET", "POST"])
 def consent(pending_id: str):
-    pending = load_pending(pending_id)
-    client = _client(pending)
-    user_id = _session_user_id()
-    if user_id is None:
-        return redirect(resume_url(pending))
+    ctx, elsewhere = _step_interaction(pending_id, ConsentStep.name)
+    if elsewhere is not None:
+        return elsewhere
+    pending, client, user_id = ctx.pending, ctx.client, ctx.session.user_id
     form = ConsentForm()
     if form.validate_on_submit():
         if form.deny.data:
@@ -117,7 +123,7 @@ def consent(pending_id: str):
         row = _own_row(Consent, user_id, client.client_id, scope="", granted_at=utcnow())
         row.scope = list_to_scope(sorted(set(scope_to_list(row.scope or "")) | wanted))
         row.granted_at = utcnow()
-        pending.consent_given = True
+        ctx.save_state(ConsentStep.name, {"given": True})
         audit.record("consent_granted", user_id=row.user_id, client_id=client.client_id,
                      scope=row.scope)
         db.session.commit()
@@ -135,18 +141,31 @@ def _own_row(model, user_id: int, client_id: str, **defaults):
                              .execution_options(populate_existing=True))
 
 
-def _session_user_id() -> int | None:
-    session = current_session()
-    return session.user_id if session else None
+def _step_interaction(pending_id: str, step_name: str):
+    """``(ctx, None)`` when the page of step ``step_name`` may act for this browser's user,
+    else ``(ctx, redirect)`` back to the pipeline.
+
+    A page acts only while it is the sign-in's current step for the user signed in now: a
+    form shown to one user and posted after another signed in (another tab), or posted
+    before the steps ahead of it were done (by someone who has only the password), does
+    nothing."""
+    ctx = load_context(load_pending(pending_id), current_session())
+    if ctx.session is None or (request.method == "POST" and ctx.progress_discarded):
+        db.session.commit()
+        return ctx, redirect(resume_url(ctx.pending))
+    if request.method == "POST":
+        found = pipeline().next_step(ctx)
+        if found is None or found[0].name != step_name:
+            return ctx, redirect(resume_url(ctx.pending))
+    return ctx, None
 
 
 @bp.route("/terms/<pending_id>", methods=["GET", "POST"])
 def terms(pending_id: str):
-    pending = load_pending(pending_id)
-    client = _client(pending)
-    user_id = _session_user_id()
-    if user_id is None:
-        return redirect(resume_url(pending))
+    ctx, elsewhere = _step_interaction(pending_id, TermsStep.name)
+    if elsewhere is not None:
+        return elsewhere
+    pending, client, user_id = ctx.pending, ctx.client, ctx.session.user_id
     form = TermsForm()
     if form.validate_on_submit():
         if form.decline.data:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app, g, session
+from flask import current_app, g, has_request_context, session
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
@@ -44,7 +44,7 @@ def current_session() -> SsoSession | None:
     secret = session.get(COOKIE_SSO)
     if isinstance(secret, str):
         row = db.session.scalar(_SESSION_BY_SECRET, {"digest": digest(secret)})
-        if row is not None and row.is_live:
+        if row is not None and row.is_live and not row.user.disabled:
             found = row
     g.idp_sso = found
     return found
@@ -59,13 +59,17 @@ def _set_secret(row: SsoSession) -> None:
 
 
 def record_authentication(user: User, event: dict) -> SsoSession:
-    """Add an authentication event for ``user`` to this browser's session.
+    """Record a method checked for ``user`` in this browser's session.
 
-    Starts a new session when there is none or it belongs to someone else. The cookie
-    secret rotates every time, so a secret seen before the sign-in is worthless after it.
+    Starts a new session when there is none or it belongs to someone else. A password
+    starts a new authentication event of the session; other methods add to the current
+    one. The cookie secret rotates every time, so a secret seen before the sign-in is
+    worthless after it.
     """
     now = utcnow()
     event = {**event, "at": epoch(now)}
+    if event.get("method") == "pwd":
+        event["id"] = random_token(12)  # names the authentication event it starts
     row = current_session()
     if row is not None and row.user_id != user.id:
         end_session(row, reason="other_user_signed_in")
@@ -75,10 +79,16 @@ def record_authentication(user: User, event: dict) -> SsoSession:
         row = SsoSession(user_id=user.id, events=[], auth_time=now, expires_at=now + lifetime,
                          secret_digest="")
         db.session.add(row)
-    events = [e for e in (row.events or []) if e.get("method") != event.get("method")]
-    row.events = events + [event]
     if event.get("method") == "pwd":
+        # A password check starts a new authentication event (a first sign-in, or a
+        # re-authentication for prompt=login or max_age): what was checked before it no
+        # longer counts toward amr or acr, and the sign-ins in progress start over.
+        row.events = [event]
         row.auth_time = now
+    else:
+        # A step-up adds to the current event.
+        events = [e for e in (row.events or []) if e.get("method") != event.get("method")]
+        row.events = events + [event]
     _set_secret(row)
     return row
 
@@ -93,10 +103,13 @@ def note_client(row: SsoSession, client_id: str) -> None:
 
 
 def end_session(row: SsoSession, reason: str) -> list[str]:
-    """End a session; returns the client ids to notify by back-channel logout."""
+    """End a session; returns the client ids to notify by back-channel logout.
+
+    The notices are queued in ``g.idp_logouts``: sent after the request, or by whoever
+    ends sessions outside one (``send_pending_logouts``, as ``idp.accounts`` does)."""
     row.ended_at = utcnow()
     audit.record("session_ended", user_id=row.user_id, reason=reason, sid=row.sid)
-    if session.get(COOKIE_SSO) and g.get("idp_sso") is row:
+    if has_request_context() and session.get(COOKIE_SSO) and g.get("idp_sso") is row:
         session.pop(COOKIE_SSO, None)
         g.idp_sso = None
     clients = list(db.session.scalars(

@@ -39,7 +39,7 @@ class ConsentStep(Step):
     prompt_none_error = "consent_required"
 
     def needed(self, ctx: SignInContext) -> str | None:
-        if ctx.pending.consent_given:
+        if ctx.step_state(self.name).get("given"):
             return None
         if "consent" in ctx.prompts:
             return "consent_prompt"

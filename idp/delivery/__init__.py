@@ -10,7 +10,8 @@ Kinds of message and the throttles they meet:
 
 - ``passcode``: at least ``IDP_PASSCODE_RESEND_SECONDS`` between sends to one destination and
   ``IDP_SEND_LIMIT_PER_ACCOUNT`` per ``IDP_SEND_LIMIT_WINDOW`` per account;
-- ``link`` (verification links): the interval per destination only;
+- ``link`` (verification links): the interval per destination, ``IDP_LINK_LIMIT_PER_ACCOUNT``
+  per ``IDP_LINK_LIMIT_WINDOW`` per account and ``IDP_LINK_LIMIT_GLOBAL_PER_HOUR`` in all;
 - ``notice`` (security notices): no passcode limit.
 
 Every SMS also counts against ``IDP_SMS_LIMIT_PER_PHONE`` per 24 hours and the global
@@ -87,6 +88,13 @@ def _limits(channel: str, destination: str, kind: str, user_id: int | None):
         limits.append(ratelimit.Limit("account", f"passcode:account:{user_id}",
                                       config["IDP_SEND_LIMIT_PER_ACCOUNT"],
                                       config["IDP_SEND_LIMIT_WINDOW"]))
+    if kind == "link":
+        if user_id is not None:
+            limits.append(ratelimit.Limit("link_account", f"link:account:{user_id}",
+                                          config["IDP_LINK_LIMIT_PER_ACCOUNT"],
+                                          config["IDP_LINK_LIMIT_WINDOW"]))
+        limits.append(ratelimit.Limit("link_global", "link:global",
+                                      config["IDP_LINK_LIMIT_GLOBAL_PER_HOUR"], 3600))
     if channel == "sms":
         limits.append(ratelimit.Limit("phone", f"sms:phone:{dest}",
                                       config["IDP_SMS_LIMIT_PER_PHONE"], 24 * 3600))
@@ -110,6 +118,13 @@ def _throttle_message(limit_name: str, channel: str, kind: str, masked: str,
         minutes = max(1, (retry_after + 59) // 60)
         return (f"Too many codes were sent for your account. Try again in "
                 f"{_plural(minutes, 'minute')}, or use another method.")
+    if limit_name == "link_account":
+        minutes = max(1, (retry_after + 59) // 60)
+        return (f"Too many verification links were sent for your account. Try again in "
+                f"{_plural(minutes, 'minute')}. The last link sent still works.")
+    if limit_name == "link_global":
+        return ("Verification links can't be sent right now. Try again later; nothing you "
+                "have done so far is lost.")
     if limit_name == "phone":
         hours = max(1, (retry_after + 3599) // 3600)
         return ("Too many text messages were sent to this number today. Try again in "
@@ -157,7 +172,8 @@ def _failed(channel: str, kind: str, masked: str, user_id: int | None, backend: 
     # Nothing reached the user: the send does not hold back their retry (the interval to
     # the destination, the account's passcodes). The SMS limits keep counting it.
     limits, at = counted
-    ratelimit.forget([limit for limit in limits if limit.name in ("destination", "account")], at)
+    ratelimit.forget([limit for limit in limits if limit.name in ("destination", "account",
+                                                              "link_account")], at)
     log.warning("%s %s to %s failed via %s: %s", channel, kind, masked, backend, exc)
     audit.record("delivery_failed", user_id=user_id, channel=channel, kind=kind, to=masked,
                  backend=backend, error=str(exc))

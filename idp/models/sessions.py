@@ -16,7 +16,8 @@ class SsoSession(db.Model):
 
     ``sid`` is the public session id sent to relying parties (ID token, logout token). It
     stays the same when the cookie secret rotates. ``events`` lists the authentication
-    methods checked in this session: ``{"method", "amr", "factor", "at"}``.
+    methods checked in the current authentication event: ``{"method", "amr", "factor", "at"}``
+    (the password check that starts an event also carries its random ``id``).
     """
 
     __tablename__ = "sso_sessions"
@@ -56,7 +57,9 @@ class PendingAuthorization(db.Model):
     """An authorization request waiting for the user to finish the sign-in steps.
 
     ``id`` travels in the step URLs; ``browser_digest`` binds the request to the browser
-    that started it. ``state`` is a dict where steps keep their progress (never secrets).
+    that started it. ``state`` is a dict where steps keep their progress (never secrets),
+    bound to the user, session and authentication event that made it (see
+    ``idp.auth.pipeline.bind_progress``).
     """
 
     __tablename__ = "pending_authorizations"
@@ -67,7 +70,6 @@ class PendingAuthorization(db.Model):
     params: Mapped[dict] = mapped_column(JSON)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     login_at: Mapped[datetime | None] = mapped_column()
-    consent_given: Mapped[bool] = mapped_column(default=False)
     state: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)

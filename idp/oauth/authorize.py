@@ -306,12 +306,9 @@ def continue_sign_in(pending: PendingAuthorization):
 
 def resume(pending: PendingAuthorization):
     """Run the pipeline for a pending request: the next step, or the answer."""
-    session = current_session()
-    if pending.user_id is not None and (session is None or session.user_id != pending.user_id):
-        # The session changed under this request (signed out, or another user signed in
-        # in another tab): its earlier progress no longer counts.
-        pending.user_id, pending.login_at, pending.consent_given = None, None, False
-    ctx = load_context(pending, session)
+    # load_context binds the request's progress to this session: when the session changed
+    # under it (signed out, another user signed in in another tab), it starts over.
+    ctx = load_context(pending, current_session())
     prompt_none = "none" in ctx.prompts
     found = pipeline().next_step(ctx)
     for _ in range(len(pipeline().steps)):

@@ -144,8 +144,8 @@ def _decrypted(kid: str, encrypted: str) -> RSAKey:
         return RSAKey.import_key(json.loads(decrypt(encrypted)))
     except InvalidToken:
         raise RuntimeError(
-            f"Signing key {kid} cannot be decrypted: IDP_ENCRYPTION_KEY (or, without it, "
-            "IDP_SECRET_KEY) is not the one the key was stored with."
+            f"Signing key {kid} cannot be decrypted: neither IDP_ENCRYPTION_KEY (or, without "
+            "it, IDP_SECRET_KEY) nor IDP_ENCRYPTION_OLD_KEYS holds the key it was stored with."
         ) from None
 
 

@@ -9,9 +9,7 @@ Where Authlib is more lenient than we want, the gap is closed here:
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -54,7 +52,7 @@ from idp.models import (
     find_client,
 )
 from idp.models.oauth import TokenChecks
-from idp.oauth import keys
+from idp.oauth import client_keys, keys
 from idp.oauth.claims import user_claims
 from idp.security import digest, random_token
 from idp.timeutil import epoch, from_epoch, utcnow
@@ -404,14 +402,24 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return False
         return True
 
+    def extract_assertion(self, assertion: str):
+        headers, claims = super().extract_assertion(assertion)
+        # The keys are resolved before the signature is checked; the kid says whether
+        # the keys fetched from a jwks_uri may be stale (see client_keys).
+        kid = headers.get("kid")
+        g.idp_assertion_kid = kid if isinstance(kid, str) else None
+        return headers, claims
+
     def resolve_client_public_key(self, client):
         try:
             if client.jwks:
                 return KeySet.import_key_set(client.jwks)
             if client.jwks_uri:
-                with urllib.request.urlopen(client.jwks_uri, timeout=5) as resp:  # noqa: S310
-                    return KeySet.import_key_set(json.loads(resp.read(1_000_000)))
-        except (OSError, ValueError, TypeError, KeyError, JoseError) as exc:
+                return client_keys.cache(current_app).keyset(
+                    client.client_id, client.jwks_uri, g.pop("idp_assertion_kid", None),
+                    current_app.config)
+        except (client_keys.ClientKeysUnavailable, ValueError, TypeError, KeyError,
+                JoseError) as exc:
             log.warning("keys of client %s unusable: %s", client.client_id, exc)
             raise InvalidClientError(
                 description="The client's public keys could not be loaded."
@@ -691,3 +699,4 @@ def init_app(app) -> None:
     authorization_server.register_endpoint(UserInfoEndpoint(resource_protector=protector))
     authorization_server.register_endpoint(EndSessionEndpoint)
     app.extensions["idp.oauth_server"] = authorization_server
+    app.extensions["idp.client_keys"] = client_keys.ClientKeyCache()

@@ -16,7 +16,7 @@ import click
 from flask import Flask
 
 from idp.plugins import ClientSetting, PluginRegistry
-from idp.signals import password_changed
+from idp.signals import password_changed, sign_in_progress_discarded
 
 
 def _apply_policy(settings: dict, params: dict) -> None:
@@ -40,10 +40,39 @@ def _check_cutoff(value: str) -> None:
                           f"(it is {value!r}).") from None
 
 
+# Setting -> (least, greatest): outside them a limit would lock everyone out, or let a
+# six-digit code be guessed, or remember devices for years.
+RANGES = {
+    "IDP_PASSCODE_MAX_ATTEMPTS": (1, 10),
+    "IDP_MFA_MAX_FAILURES": (1, 100),
+    "IDP_MFA_MAX_TOTAL_FAILURES": (1, 100),
+    "IDP_MFA_LOCKOUT_SECONDS": (60, 86400),
+    "IDP_REMEMBER_DEVICE_DAYS": (0, 400),
+    "IDP_EMAIL_LINK_MINUTES": (1, 1440),
+}
+
+
+def _check_ranges(config) -> None:
+    """Refuse to start with a limit outside its range, naming it."""
+    from idp.config import check_range
+
+    for name, (low, high) in RANGES.items():
+        check_range(config, name, low, high)
+
+
 def _forget_devices_of(app, user, **extra) -> None:
     from plugins.mfa import devices
 
     devices.forget(user.id, None, reason="password_changed")
+
+
+def _revoke_codes_of(app, pending, previous_user_id=None, **extra) -> None:
+    """A sign-in's progress was discarded: the passcodes and links it sent die with it."""
+    from plugins.mfa import passcodes
+    from plugins.mfa.links import revoke_links_of_sign_in
+
+    passcodes.revoke_for_sign_in(pending.id)
+    revoke_links_of_sign_in(pending.id)
 
 
 class MfaPlugin:
@@ -53,6 +82,8 @@ class MfaPlugin:
         "IDP_PASSCODE_MAX_ATTEMPTS": (5, int),
         "IDP_MFA_MAX_FAILURES": (10, int),
         "IDP_MFA_LOCKOUT_SECONDS": (15 * 60, int),
+        # Failures of one kind of factor in a row, cool-downs or not (NIST SP 800-63B).
+        "IDP_MFA_MAX_TOTAL_FAILURES": (100, int),
         "IDP_REMEMBER_DEVICE_DAYS": (30, int),
         "IDP_EMAIL_LINK_MINUTES": (30, int),
     }
@@ -65,6 +96,7 @@ class MfaPlugin:
         from plugins.mfa.steps import STEPS
 
         _check_cutoff(app.config["IDP_MFA_REQUIRED_FROM"])
+        _check_ranges(app.config)
         for step in STEPS:
             registry.add_step(step)
         for level in ACR_LEVELS:
@@ -82,7 +114,9 @@ class MfaPlugin:
                                   default=None,
                                   help="Whether a remembered device may skip the passcode.")],
             apply=_apply_devices, default=True))
+        registry.add_encrypted_column(models.MfaFactor.secret_encrypted)
         password_changed.connect(_forget_devices_of, app)
+        sign_in_progress_discarded.connect(_revoke_codes_of, app)
 
 
 plugin = MfaPlugin()

@@ -40,7 +40,6 @@ def status(username):
                  else mask_email(row.destination) if row.kind == "email" else None)
         factors.append({"kind": row.kind, "destination": shown,
                         "added": row.created_at.isoformat()})
-    until = lockout.locked_until(user.id)
     click.echo(json.dumps({
         "username": user.username,
         "mandatory": policy.enrollment_mandatory(user),
@@ -48,7 +47,9 @@ def status(username):
         "factors": factors,
         "recovery_codes_left": RecoveryFactor.remaining(user.id),
         "remembered_devices": len(devices.devices_of(user.id)),
-        "locked_until": until.isoformat() if until else None,
+        # The cool-down, the kinds of factor blocked after too many failures in a row and
+        # the failures in a row of each kind.
+        **lockout.status(user.id),
     }, indent=2))
 
 
@@ -57,22 +58,28 @@ def status(username):
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @with_appcontext
 def reset(username, yes):
-    """Remove every factor, recovery code and remembered device of a user (lost phone)."""
+    """Remove every factor, recovery code and remembered device of a user (lost phone).
+    Everything they are signed in with ends: sessions (with back-channel logout) and tokens."""
     from sqlalchemy import delete
 
-    from plugins.mfa import devices
+    from idp.accounts import end_all_sessions_and_revoke
+    from plugins.mfa import devices, lockout
     from plugins.mfa.models import MfaAccount, MfaFactor, RecoveryCode
 
     user = _user(username)
     if not yes:
         click.confirm(f"Reset MFA for {username}? They will enroll again at their next sign-in.",
                       abort=True)
+    # The account's row first, as every check of a factor takes it: no cool-down, no
+    # count, nothing blocked (recovery codes included).
+    lockout.reset(user.id)
     db.session.execute(delete(MfaFactor).where(MfaFactor.user_id == user.id))
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     devices.forget(user.id, None, reason="admin_reset")
     account = db.session.get(MfaAccount, user.id)
     if account is not None:
-        account.enrolled_at, account.failures, account.locked_until = None, 0, None
+        account.enrolled_at = None
     audit.record("mfa_reset", user_id=user.id)
-    db.session.commit()
-    click.echo(f"MFA reset for {username}.")
+    ended = end_all_sessions_and_revoke(user, "mfa_reset", source="cli")
+    click.echo(f"MFA reset for {username}. Sessions ended: {ended.sessions_ended}, "
+               f"tokens revoked: {ended.tokens_revoked}.")

@@ -13,7 +13,9 @@ from idp.timeutil import utcnow
 
 
 class MfaAccount(db.Model):
-    """A user's MFA state: the verified MFA email, the failure counter and the cool-down.
+    """A user's MFA state: the verified MFA email, the failure counter and the cool-down
+    (consecutive failures of any factor, reset when a cool-down starts; the long-run count
+    per kind of factor is :class:`FactorFailures`).
 
     The MFA email is separate from the account email, which MFA never changes.
     """
@@ -28,6 +30,23 @@ class MfaAccount(db.Model):
     failures: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FactorFailures(db.Model):
+    """Failed checks of one kind of factor (``sms``, ``email``, ``totp``, ``recovery``) in a
+    row since the user's last success, which the cool-down does not reset (NIST SP 800-63B:
+    at most ``IDP_MFA_MAX_TOTAL_FAILURES``). Reaching it blocks the kind (``blocked_at``)
+    until the user passes another factor, or the help desk resets the user's MFA; blocked
+    recovery codes wait for the reset. A success deletes the rows it clears."""
+
+    __tablename__ = "mfa_factor_failures"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    blocked_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class MfaFactor(db.Model):

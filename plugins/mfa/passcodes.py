@@ -96,3 +96,13 @@ def verify(user_id: int, pending_id: str, factor: str, purpose: str, destination
         .values(used_at=utcnow())
     )
     return Outcome.OK if used.rowcount == 1 else Outcome.EXPIRED
+
+
+def revoke_for_sign_in(pending_id: str) -> None:
+    """Kill every live code of a pending sign-in, whoever it was sent for."""
+    db.session.execute(
+        update(Passcode)
+        .where(Passcode.pending_id == pending_id, Passcode.used_at.is_(None),
+               Passcode.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )

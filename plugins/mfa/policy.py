@@ -55,9 +55,12 @@ def is_enrolled(user_id: int) -> bool:
 def aal2_possible(user_id: int) -> bool:
     """Whether an enrolled factor can meet the AAL2 alias (email cannot; recovery codes are
     a last resort, not a way to step up)."""
+    from plugins.mfa import lockout
     from plugins.mfa.factors import FACTORS
 
-    return any(FACTORS[f.kind].aal2 for f in enrolled_factors(user_id) if f.kind in FACTORS)
+    blocked = lockout.blocked_kinds(user_id)
+    return any(FACTORS[f.kind].aal2 for f in enrolled_factors(user_id)
+               if f.kind in FACTORS and f.kind not in blocked)
 
 
 def mfa_email(user) -> str | None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from flask import (
     Blueprint,
+    abort,
     current_app,
     flash,
     redirect,
@@ -38,7 +39,7 @@ from idp.oauth.authorize import continue_sign_in, load_pending, resume_url
 from idp.oauth.server import issuer
 from idp.security import digest, random_token
 from idp.timeutil import utcnow
-from plugins.mfa import devices, lockout, passcodes, policy
+from plugins.mfa import devices, links, lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import ENROLLABLE, FACTORS, RecoveryFactor, TotpFactor
 from plugins.mfa.forms import (
@@ -54,19 +55,32 @@ from plugins.mfa.forms import (
     VerifyEmailChoiceForm,
 )
 from plugins.mfa.models import EmailVerification, MfaFactor
-from plugins.mfa.steps import STATE, enrolling, state, update_state
+from plugins.mfa.steps import enrolling, modify_allowed, state, update_state
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("mfa", __name__, url_prefix="/mfa")
 
 
+@bp.after_request
+def _never_cached(response):
+    """Every MFA page shows a passcode form, a secret (app set-up key, recovery codes) or a
+    link's outcome: no browser or proxy may keep a copy."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
 def _interaction(pending_id: str):
-    """The sign-in context of a pending request of this browser, with a signed-in user."""
+    """The sign-in context of a pending request of this browser, its progress bound to the
+    user signed in now. A form posted after another user (session, event) took the sign-in
+    over was filled in for someone else: it does nothing, and the pipeline decides."""
     ctx = load_context(load_pending(pending_id), current_session())
+    if ctx.progress_discarded and request.method == "POST":
+        db.session.commit()
+        abort(redirect(resume_url(ctx.pending)))
     return ctx
 
 
@@ -88,27 +102,76 @@ def _passed(ctx, kind: str, remember: bool, **extra_state) -> None:
     update_state(ctx, challenge_passed=True, **extra_state)
 
 
-def _failure_message(ctx, outcome: passcodes.Outcome | None) -> str:
-    """Count a failed check; the message says what to do next."""
+def _failure_message(ctx, outcome: passcodes.Outcome | None,
+                     attempt: lockout.Attempt | None = None) -> str:
+    """Record a failed check, the ``attempt`` admitted for it (by default the one
+    :func:`_locked_error` admitted); the message says what to do next. A cool-down or a
+    block that starts now is also told to the user by email."""
+    attempt = attempt or ctx.extras.pop("mfa_attempt", None)
     if outcome is passcodes.Outcome.EXPIRED:
         # No live code to guess at (expired, or just used by a parallel submission of the
         # right code): not a failure of the person.
+        if attempt is not None:
+            lockout.release(attempt)
+            db.session.commit()
         return "This passcode has expired or was replaced. Select Resend to get a new one."
-    until = lockout.record_failure(ctx.user.id)
+    if attempt is None:  # checked without an admission: counted now, toward the cool-down
+        attempt = lockout.admit_attempt(ctx.user.id, None)
+    started = (lockout.record_failure(attempt, client_id=ctx.client.client_id)
+               if attempt.admitted else None)
     db.session.commit()
-    if until is not None:
+    if not attempt.admitted:
         return _locked_message(ctx)
+    if started is not None:
+        kinds = {f.kind for f in policy.enrolled_factors(ctx.user.id)}
+        if RecoveryFactor.remaining(ctx.user.id):
+            kinds.add(lockout.RECOVERY)
+        until = started.cool_down_until
+        minutes = lockout.minutes_left(until) if until else None
+        if started.blocked:
+            template = "mfa_blocked"
+            context = {"method": lockout.METHOD_NAMES.get(started.blocked, started.blocked),
+                       "recovery": started.blocked == lockout.RECOVERY, "minutes": minutes,
+                       "others": bool(kinds - lockout.blocked_kinds(ctx.user.id))}
+        else:
+            template = "mfa_cool_down"
+            context = {"minutes": minutes,
+                       "failures": current_app.config["IDP_MFA_MAX_FAILURES"]}
+        _notify(ctx, template, context, emails=[policy.mfa_email(ctx.user) or ctx.user.email])
+        return _locked_message(ctx, attempt.kind)
     if outcome is passcodes.Outcome.EXHAUSTED:
         return "Too many wrong tries for this passcode. Select Resend to get a new one."
     return "The passcode you entered is not correct. Check it and try again."
 
 
-def _locked_message(ctx) -> str:
-    until = lockout.locked_until(ctx.user.id)
-    minutes = max(1, int((until - utcnow()).total_seconds() + 59) // 60) if until else 15
+def _locked_message(ctx, kind: str | None = None) -> str:
+    """Why a code cannot be checked now, and what to do: the account cools down, or
+    ``kind`` is blocked after too many failures in a row (another method, or the help
+    desk; only the help desk when every method is blocked, or for recovery codes)."""
+    user_id = ctx.user.id
     support = ctx.client.help_contact or current_app.config["IDP_SUPPORT_CONTACT"]
-    return (f"Too many failed attempts. For your security, try again in {minutes} minutes, "
-            f"or contact {support}.")
+    until = lockout.locked_until(user_id)
+    minutes = (lockout.minutes_left(until) if until
+               else current_app.config["IDP_MFA_LOCKOUT_SECONDS"] // 60)
+    blocked = lockout.blocked_kinds(user_id) if kind is not None else set()
+    if kind not in blocked:
+        return (f"Too many failed attempts. For your security, try again in {minutes} "
+                f"minutes, or contact {support}.")
+    kinds = {f.kind for f in policy.enrolled_factors(user_id)}
+    if RecoveryFactor.remaining(user_id):
+        kinds.add(lockout.RECOVERY)
+    if not kinds - blocked:
+        return ("Too many failed attempts. For your security, every multifactor "
+                "authentication (MFA) method of your account is blocked. Contact "
+                f"{support} to unblock your account.")
+    wait = f" in {minutes} minutes" if until else ""
+    if kind == lockout.RECOVERY:
+        return ("Too many failed attempts with recovery codes. For your security, they are "
+                f"blocked, and only {support} can unblock them. Sign in with another "
+                f"method{wait}.")
+    return (f"Too many failed attempts with {lockout.METHOD_NAMES.get(kind, kind)}. For "
+            f"your security, this method is blocked: sign in with another method{wait} to "
+            f"unblock it, or contact {support}.")
 
 
 def _send_code(ctx, kind: str, destination: str, purpose: str) -> str | None:
@@ -214,21 +277,32 @@ def _setup_interaction(pending_id: str):
 
 
 def _locked_error(ctx, kind: str, purpose: str) -> str | None:
-    """The message while the account is in the MFA cool-down (a try then is counted as
-    refused), or None."""
-    if not lockout.locked_until(ctx.user.id):
+    """None when a code of ``kind`` may be checked now, else the message saying why not:
+    the account's cool-down, or ``kind`` blocked after too many failures in a row.
+
+    On a POST this admits the check that follows (:func:`lockout.admit_attempt`, counted in
+    this request's transaction, which holds the account's lock until it commits): the
+    answer is checked only when this returns None, and :func:`_failure_message` records a
+    failure (a POST that checks nothing, its form invalid, ends without a commit and counts
+    for nothing). A refused try is counted as ``locked`` and never checked."""
+    if request.method != "POST":
+        if lockout.locked_until(ctx.user.id) or lockout.is_blocked(ctx.user.id, kind):
+            return _locked_message(ctx, kind)
         return None
-    if request.method == "POST":
-        mfa_metrics.checked(kind, purpose, "locked")
-    return _locked_message(ctx)
+    attempt = lockout.admit_attempt(ctx.user.id, kind)
+    if attempt.admitted:
+        ctx.extras["mfa_attempt"] = attempt
+        return None
+    db.session.commit()  # nothing was counted; a cool-down may have started
+    mfa_metrics.checked(kind, purpose, "locked")
+    return _locked_message(ctx, kind)
 
 
 def _setup_purpose(ctx) -> str | None:
     """Why this sign-in may set up a factor now: ``enroll`` (enrolling, with the MFA email
     verified first) or ``modify`` (Modify MFA Options, after passing the challenge). None
     otherwise: a password alone never adds a factor, whatever URL is opened."""
-    current = state(ctx)
-    if current.get("modify_requested") and current.get("challenge_passed"):
+    if modify_allowed(ctx):
         return "modify"
     if enrolling(ctx) and policy.mfa_email(ctx.user) is not None:
         return "enroll"
@@ -276,6 +350,8 @@ def _link_url(token: str) -> str:
 
 
 def _send_link(ctx, address: str, purpose: str) -> str | None:
+    """Send a verification link to ``address``; every earlier unused link of the account
+    dies with it (unless the send is refused: then the last link sent stays valid)."""
     token = random_token(24)
     minutes = current_app.config["IDP_EMAIL_LINK_MINUTES"]
     db.session.add(EmailVerification(
@@ -290,12 +366,14 @@ def _send_link(ctx, address: str, purpose: str) -> str | None:
     except DeliveryError as exc:
         # Nothing was sent: the page must not say it waits for this link.
         update_state(ctx, **before)
+        links.revoke_token(digest(token))
         db.session.commit()
         if isinstance(exc, ThrottledError):
             return exc.user_message
         return (f"We couldn't send the email to {mask_email(address)} just now. Try again in "
                 "a moment, or use a different email address. Nothing you have done so far is "
                 "lost.")
+    links.revoke_links_of_user(ctx.user.id, keep=digest(token))
     audit.record("mfa_email_link_sent", user_id=ctx.user.id, client_id=ctx.client.client_id,
                  to=mask_email(address), purpose=purpose)
     db.session.commit()
@@ -361,6 +439,18 @@ def verify_email(pending_id: str):
     return _email_page(ctx, "enroll", "mfa.verify_email")
 
 
+def _link_expired_page(row: EmailVerification | None):
+    """An MFA page like the others: the app's name and help, when the link is known."""
+    pending = db.session.get(PendingAuthorization, row.pending_id) if (
+        row is not None and row.pending_id) else None
+    client = db.session.scalar(db.select(Client).filter_by(
+        client_id=pending.client_id)) if pending else None
+    response = current_app.make_response(
+        (render_template("mfa/link_expired.html", client=client), 400))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.get("/email-link")
 def email_link():
     """The emailed link: verifies that exact address. It does not sign anyone in."""
@@ -368,33 +458,37 @@ def email_link():
     row = db.session.scalar(
         db.select(EmailVerification).filter_by(token_digest=digest(token))
     ) if len(token) < 100 else None
-    if row is None or row.used_at is not None or row.expires_at <= utcnow():
-        # An MFA page like the others: the app's name and help, when the link is known.
-        pending = db.session.get(PendingAuthorization, row.pending_id) if (
-            row is not None and row.pending_id) else None
-        client = db.session.scalar(db.select(Client).filter_by(
-            client_id=pending.client_id)) if pending else None
-        return render_template("mfa/link_expired.html", client=client), 400
+    live = row is not None and row.used_at is None and row.expires_at > utcnow()
+    pending = links.live_sign_in(row) if live else None
+    email_factor = _factor(row.user_id, "email") if pending is not None else None
+    modify = pending is not None and links.sent_for_modify(pending, row)
+    if pending is None or (email_factor is not None and not modify
+                           and email_factor.destination != row.address):
+        # Used, expired, revoked by a newer link, or its sign-in is finished, abandoned or
+        # expired: it verifies nothing. An enrolled email factor moves only by Modify MFA
+        # Options, after its user passed the challenge on that sign-in.
+        if row is not None and live:
+            audit.record("mfa_email_link_refused", user_id=row.user_id,
+                         reason="sign_in_not_live" if pending is None else "factor_enrolled")
+            db.session.commit()
+        return _link_expired_page(row)
     row.used_at = utcnow()
     account = lockout.account_for(row.user_id)
     previous = account.mfa_email if account.mfa_email_verified_at else None
     account.mfa_email, account.mfa_email_verified_at = row.address, utcnow()
-    pending = db.session.get(PendingAuthorization, row.pending_id) if row.pending_id else None
-    email_factor = _factor(row.user_id, "email")
     if email_factor is not None and email_factor.destination != row.address:
         email_factor.destination = row.address
         devices.forget(row.user_id, None, reason="factor_changed")
-    elif email_factor is None and pending is not None and (
-            (pending.state or {}).get("mfa", {}).get("link_purpose") == "modify"):
+        audit.record("mfa_factor_changed", user_id=row.user_id, client_id=pending.client_id,
+                     factor="email")
+    elif email_factor is None and modify:
         # Modify MFA Options → Email adds the email factor when there was none.
         db.session.add(MfaFactor(user_id=row.user_id, kind="email", destination=row.address))
         audit.record("mfa_factor_added", user_id=row.user_id, factor="email")
     audit.record("mfa_email_verified", user_id=row.user_id, to=mask_email(row.address))
     db.session.commit()
-    client = db.session.scalar(db.select(Client).filter_by(
-        client_id=pending.client_id)) if pending else None
-    same_browser = (pending is not None and pending.completed_at is None
-                    and pending.browser_digest == digest(browser_id()))
+    client = db.session.scalar(db.select(Client).filter_by(client_id=pending.client_id))
+    same_browser = pending.browser_digest == digest(browser_id())
     context = {"address": row.address}
     try:
         send_email(row.address, "email_verified", context, kind="notice", user_id=row.user_id,
@@ -408,7 +502,6 @@ def email_link():
     continue_url = None
     if same_browser:
         # Continue goes on from the page that sent the link, as its own Continue does.
-        modify = (pending.state or {}).get(STATE, {}).get("link_purpose") == "modify"
         continue_url = url_for("mfa.modify_email" if modify else "mfa.verify_email",
                                pending_id=pending.id)
     return render_template("mfa/email_verified.html", client=client, continue_url=continue_url,
@@ -518,8 +611,8 @@ def resend(pending_id: str):
     kind, destination = current.get("code_factor"), current.get("code_destination")
     purpose = current.get("code_purpose") or "challenge"
     target = "mfa.challenge" if purpose == "challenge" else "mfa.passcode"
-    if lockout.locked_until(ctx.user.id):
-        pass  # no code during a cool-down: it could not be used; the page says why
+    if lockout.locked_until(ctx.user.id) or lockout.is_blocked(ctx.user.id, kind):
+        pass  # no code during a cool-down or for a blocked factor: the page says why
     elif form.validate_on_submit() and kind in ("sms", "email") and destination:
         error = _send_code(ctx, kind, destination, purpose)
         flash(error or f"We sent a new passcode to {FACTORS[kind].describe(destination)}.",
@@ -564,12 +657,24 @@ def app(pending_id: str):
 
 
 def _available(user_id: int) -> tuple[list[str], dict[str, MfaFactor]]:
-    """The factors a challenge may offer, in order, and the user's factor rows by kind."""
+    """The factors a challenge may offer, in order, and the user's factor rows by kind.
+
+    A kind blocked after too many failures in a row is not offered. On a POST it stays in
+    the list, last, so that an answer typed on a page shown before the block is refused as
+    such (see :func:`_locked_error`) rather than checked as a code of another factor. When
+    every factor is blocked, one of them is kept (one that meets AAL2 first) for the page to
+    say what to do."""
     rows = {f.kind: f for f in policy.enrolled_factors(user_id)}
     kinds = [k for k in ("sms", "email", "totp") if k in rows]
     if RecoveryFactor.remaining(user_id):
         kinds.append("recovery")
-    return kinds, rows
+    blocked = lockout.blocked_kinds(user_id) if kinds else set()
+    if not blocked:
+        return kinds, rows
+    usable = [k for k in kinds if k not in blocked]
+    if request.method == "POST":
+        return usable + [k for k in kinds if k in blocked], rows
+    return usable or sorted(kinds, key=lambda k: not FACTORS[k].aal2)[:1], rows
 
 
 @bp.route("/challenge/<pending_id>", methods=["GET", "POST"])
@@ -621,7 +726,7 @@ def challenge(pending_id: str):
     return _page("mfa/passcode.html", ctx, form=form, resend_form=ResendForm(prefix="r"),
                  error=error, info=info, where=factor.describe(destination), kind=kind,
                  resend_url=url_for("mfa.resend", pending_id=pending_id)
-                 if factor.sends_code else None,
+                 if factor.sends_code and not lockout.is_blocked(ctx.user.id, kind) else None,
                  others=[(k, FACTORS[k]) for k in available if k != kind],
                  show_modify=not state(ctx).get("modify_requested"), challenge=True,
                  modify_requested=state(ctx).get("modify_requested"))
@@ -663,7 +768,7 @@ def modify(pending_id: str):
     ctx = _interaction(pending_id)
     if ctx.user is None:
         return _login_first(ctx)
-    if not (state(ctx).get("modify_requested") and state(ctx).get("challenge_passed")):
+    if not modify_allowed(ctx):
         return _resume(ctx)
     form = ModifyForm()
     if request.method == "POST" and request.form.get("cancel"):
@@ -716,6 +821,12 @@ def devices_page():
         raise InteractionError(
             "Sign in to one of the applications first, then come back to this page.",
             title="Sign in first", status=401)
+    if not (policy.second_factor_checked(session) or policy.remembered_device_used(session)):
+        # A password alone (someone who learnt it) must not see or change the devices.
+        raise InteractionError(
+            "To manage your remembered devices, sign in with your second factor (a passcode "
+            "or your authentication app) first, then come back to this page.",
+            title="Multifactor authentication needed", status=403)
     user_id = session.user_id
     form = ForgetDevicesForm()
     if form.validate_on_submit():

@@ -38,6 +38,16 @@ def enrolled(ctx: SignInContext) -> bool:
     return ctx.extras["mfa_enrolled"]
 
 
+def modify_allowed(ctx: SignInContext) -> bool:
+    """Modify MFA Options was asked for and the challenge passed, by this user in this
+    authentication event: the progress says so (it is bound to both, see
+    ``bind_progress``) and the session's current event holds the second factor."""
+    current = state(ctx)
+    return (ctx.user is not None and bool(current.get("modify_requested"))
+            and bool(current.get("challenge_passed"))
+            and policy.second_factor_checked(ctx.session))
+
+
 class EnrollOfferStep(Step):
     name = "mfa_offer"
     endpoint = "mfa.offer"
@@ -105,12 +115,7 @@ class ModifyStep(Step):
     endpoint = "mfa.modify"
 
     def needed(self, ctx):
-        current = state(ctx)
-        if ctx.user is not None and current.get("modify_requested") and current.get(
-            "challenge_passed"
-        ):
-            return "modify_requested"
-        return None
+        return "modify_requested" if modify_allowed(ctx) else None
 
 
 STEPS = [EnrollOfferStep(), VerifyEmailStep(), ChooseMethodStep(), RememberedDeviceStep(),

@@ -125,7 +125,7 @@ def person(idp, chromium, journey, request):
         """``server``: another IdP than the shared one; ``context_options``: Playwright's
         (``java_script_enabled=False`` for a browser without JavaScript)."""
         context = chromium.new_context(viewport=WIDE_VIEWPORT, locale="en-US",
-                                       bypass_csp=True, **context_options)
+                                       **context_options)
         people.append(Person(server or idp, context, journey, label,
                              javascript=context_options.get("java_script_enabled", True)))
         return people[-1]
@@ -143,6 +143,9 @@ def person(idp, chromium, journey, request):
             for someone in people:
                 assert someone.unchecked_pages() == 0, (
                     f"{someone.label}: {someone.unchecked_pages()} page(s) not checked")
+                assert not someone.csp_violations, (
+                    f"{someone.label}: Content-Security-Policy violations: "
+                    f"{someone.csp_violations}")
     finally:
         for someone in people:
             someone.context.close()

@@ -1,0 +1,106 @@
+"""Every response of the IdP carries a Content-Security-Policy without inline script, the
+``form_post`` answer may post only to its client, and production adds HSTS."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from idp import create_app
+from idp.extensions import db
+from tests.conftest import PRODUCTION_SETTINGS, base_config, make_client
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def directives(response) -> dict[str, list[str]]:
+    policy = response.headers.get("Content-Security-Policy")
+    assert policy, f"no Content-Security-Policy on {response.request.path}"
+    out = {}
+    for part in policy.split(";"):
+        name, *values = part.split()
+        assert name not in out, f"{name} given twice: {policy}"
+        out[name] = values
+    return out
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/jwks.json",
+                                  "/healthz", "/no-such-page", "/static/idp.css"])
+def test_every_response_carries_a_policy_that_allows_no_inline_script_and_no_framing(client,
+                                                                                    path):
+    response = client.get(path)
+    policy = directives(response)
+    assert policy["script-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["form-action"] == ["'self'"]
+    assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_the_sign_in_page_of_a_client_may_send_the_browser_back_to_that_client_only(
+        client, oidc):
+    rp, _ = make_client(client_id="shop", redirect_uris=["https://shop.example:8443/cb"],
+                        post_logout_redirect_uris=["https://www.shop.example/bye"])
+    make_client(client_id="other", redirect_uris=["https://other.example/cb"])
+    sign_in = client.get(oidc.authorize(rp).headers["Location"])
+    assert sign_in.status_code == 200 and "Log In" in sign_in.get_data(as_text=True)
+    assert directives(sign_in)["form-action"] == [
+        "'self'", "https://shop.example:8443", "https://www.shop.example"]
+
+
+def test_the_form_post_answer_may_post_to_the_redirect_uri_and_submits_without_inline_script(
+        client, oidc, rp, alice):
+    response = oidc.follow(oidc.login(oidc.authorize(rp[0], response_mode="form_post")))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert '<form method="post" action="https://rp.example/cb">' in html
+    assert directives(response)["form-action"] == ["'self'", "https://rp.example"]
+    assert not re.search(r"\son[a-z]+=", html), "an inline event handler"
+    script = re.search(r'<script src="(/static/form_post\.js)" defer></script>', html)
+    assert script, html
+    served = client.get(script.group(1))
+    assert served.status_code == 200
+    assert served.mimetype in ("text/javascript", "application/javascript")
+    assert "document.forms[0].submit()" in served.get_data(as_text=True)
+
+
+def test_a_native_apps_private_use_scheme_is_a_form_target_of_its_pages(client, oidc):
+    rp, _ = make_client(client_id="native", auth_method="none",
+                        redirect_uris=["com.example.app:/oauth2redirect"])
+    sign_in = client.get(oidc.authorize(rp).headers["Location"])
+    assert directives(sign_in)["form-action"] == [
+        "'self'", "com.example.app:", "https://rp.example"]  # and its post-logout URI
+
+
+def test_pages_outside_an_email_have_no_inline_script_event_handler_or_style():
+    found = []
+    for path in TEMPLATES.rglob("*.html"):
+        if path.relative_to(TEMPLATES).parts[0] == "email":  # mail clients, not the IdP
+            continue
+        text = path.read_text(encoding="utf-8")
+        for pattern in (r"<script(?![^>]*\ssrc=)[^>]*>", r"\son[a-z]+\s*=", r"\sstyle\s*=",
+                        r"<style"):
+            found += [f"{path.relative_to(TEMPLATES)}: {m.group(0)}"
+                      for m in re.finditer(pattern, text, re.IGNORECASE)]
+    assert not found, found
+
+
+def test_production_adds_strict_transport_security(tmp_path, database_url):
+    app = create_app(base_config(tmp_path, **PRODUCTION_SETTINGS))
+    with app.app_context():
+        response = app.test_client().get("/healthz")
+        db.session.remove()
+    assert response.headers["Strict-Transport-Security"] == HSTS
+    assert "Content-Security-Policy" in response.headers
+
+
+def test_development_sends_no_strict_transport_security(client):
+    response = client.get("/healthz")
+    assert "Strict-Transport-Security" not in response.headers
+    assert "Content-Security-Policy" in response.headers

@@ -1,0 +1,198 @@
+"""What a sign-in has proven belongs to the user (and the SSO session) that proved it.
+
+An attacker with an account of their own and the victim's password (but not the victim's
+second factor) passes their own factor on a pending sign-in, then types the victim's
+password into the same sign-in: nothing they proved, asked for or were given carries over.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from idp.extensions import db
+from idp.models import AuditEvent
+from plugins.mfa.factors import totp
+from plugins.mfa.models import MfaAccount, MfaFactor, RecoveryCode
+from tests.conftest import PASSWORD, forms, make_user
+from tests.mfa_journeys import *  # noqa: F403
+from tests.mfa_journeys import (
+    CHALLENGE,
+    PHONE_E164,
+    age_send_counters,
+    copy_browser,
+    enroll_by_app,
+    totp_at,
+)
+from tests.mfa_support import *  # noqa: F403
+from tests.mfa_support import AFTER_CUTOFF, alert_text, heading
+
+MODIFY = "Modify MFA Options"
+
+
+T0 = 1_750_000_000.0  # the clock the authentication-app factor sees
+
+
+@pytest.fixture
+def attacker(app, browser, cohort_rp, enrolled, monkeypatch):
+    """mallory, enrolled with an authentication app of her own at T0 (her next code is
+    T0 + 60's); returns her app secret."""
+    monkeypatch.setattr(totp, "time", type("Clock", (), {"time": staticmethod(
+        lambda: T0 + 60)})())
+    make_user("mallory", created_at=AFTER_CUTOFF)
+    secret = enroll_by_app(browser(), cohort_rp[0], at=T0 + 30, username="mallory")
+    age_send_counters(3600)
+    return secret
+
+
+def pending_id(page) -> str:
+    return page.request.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def victim_factors(user_id: int) -> list[tuple[str, str | None]]:
+    db.session.expire_all()
+    return sorted((f.kind, f.destination) for f in db.session.scalars(
+        db.select(MfaFactor).filter_by(user_id=user_id)))
+
+
+def codes_issued() -> int:
+    db.session.expire_all()
+    return len(list(db.session.scalars(
+        db.select(AuditEvent).filter_by(event="authorization_granted"))))
+
+
+def post_password(mfa, pid, username, password=PASSWORD):
+    """Type a password into the sign-in ``pid``, without following the answer."""
+    page = mfa.http.get(f"/signin/{pid}")
+    fields = forms(page.get_data(as_text=True))[0]["fields"]
+    fields.update(username=username, password=password, submit="1")
+    return mfa.http.post(f"/signin/{pid}", data=fields)
+
+
+def pass_own_app_challenge_with_modify(mfa, rp, secret):
+    """mallory signs in on a new pending request, asks to modify, passes her app code
+    without following the answer; returns the pending id."""
+    page = mfa.start(rp, username="mallory")
+    assert heading(page) == CHALLENGE, heading(page)
+    pid = pending_id(page)
+    page = mfa.go(mfa.http.get(f"/mfa/challenge/{pid}?modify=1"))
+    fields = forms(page.get_data(as_text=True))[0]["fields"]
+    fields.update(passcode=totp_at(secret, T0 + 60), submit="1")
+    fields.pop("remember", None)  # this browser is not remembered for her
+    answer = mfa.http.post(f"/mfa/challenge/{pid}", data=fields)
+    assert answer.status_code == 302
+    return pid
+
+
+def try_every_mfa_page(mfa, pid) -> list:
+    """The Modify, app set-up, phone and email pages, as GET and as POST of what an
+    attacker would type; returns the pages that answered."""
+    pages = []
+    for path in ("modify", "app", "phone", "modify-email", "enroll", "passcode"):
+        pages.append(mfa.http.get(f"/mfa/{path}/{pid}"))
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"',
+                      mfa.http.get(f"/signin/{pid}").get_data(as_text=True)).group(1)
+    posts = {
+        "modify": {"option": "totp", "submit": "Continue"},
+        "phone": {"phone": "(202) 555-0177", "submit": "Send Passcode"},
+        "modify-email": {"e-email": "mallory@example.net", "e-submit": "Send Email Link",
+                         "e-csrf_token": token},
+        "app": {"passcode": "123456", "submit": "Submit"},
+    }
+    for path, data in posts.items():
+        pages.append(mfa.http.post(f"/mfa/{path}/{pid}", data={"csrf_token": token, **data}))
+    return pages
+
+
+def test_mfa_passed_by_one_user_never_opens_modify_for_the_victim(
+        app, mfa, cohort_rp, enrolled, attacker):
+    rp = cohort_rp[0]
+    victim = enrolled.user
+    before = victim_factors(victim.id)
+    codes_before = codes_issued()
+    recovery_before = len(list(db.session.scalars(
+        db.select(RecoveryCode.id).filter_by(user_id=victim.id))))
+
+    pid = pass_own_app_challenge_with_modify(mfa, rp, attacker)
+    answer = post_password(mfa, pid, "alice")
+    assert answer.status_code == 302
+    sms_before = len(mfa.sms_messages())
+
+    pages = try_every_mfa_page(mfa, pid)
+    for page in pages:
+        text = page.get_data(as_text=True)
+        assert MODIFY not in re.findall(r"<h1>(.*?)</h1>", text), page.request.path
+        assert "Set Up Your Authentication App" not in text, page.request.path
+        assert "Save Your Recovery Codes" not in text, page.request.path
+        assert page.status_code < 500
+
+    page = mfa.go(mfa.http.get(f"/authorize/resume/{pid}"))
+    assert heading(page) == CHALLENGE
+    assert "0143" in page.get_data(as_text=True)  # the victim's own phone
+    assert victim_factors(victim.id) == before
+    assert len(list(db.session.scalars(
+        db.select(RecoveryCode.id).filter_by(user_id=victim.id)))) == recovery_before
+    assert codes_issued() == codes_before
+    # The only texts sent after the victim's password are the victim's own challenge codes.
+    assert all(m["to"] == PHONE_E164 for m in mfa.sms_messages()[sms_before:])
+    db.session.expire_all()
+    account = db.session.get(MfaAccount, victim.id)
+    assert account.mfa_email == "alice@example.com"
+
+
+def test_mfa_passed_in_one_tab_never_applies_to_the_user_signed_in_in_another(
+        app, mfa, cohort_rp, enrolled, attacker):
+    rp = cohort_rp[0]
+    victim = enrolled.user
+    before = victim_factors(victim.id)
+    codes_before = codes_issued()
+
+    pid = pass_own_app_challenge_with_modify(mfa, rp, attacker)
+    other_tab = copy_browser(app, mfa)
+    other = other_tab.start(rp, username="alice", prompt="login")  # the victim's password
+    assert heading(other) == CHALLENGE
+    mfa.http.set_cookie(app.config["SESSION_COOKIE_NAME"],
+                        other_tab.http.get_cookie(app.config["SESSION_COOKIE_NAME"]).value)
+
+    for page in try_every_mfa_page(mfa, pid):
+        text = page.get_data(as_text=True)
+        assert "Set Up Your Authentication App" not in text, page.request.path
+        assert MODIFY not in re.findall(r"<h1>(.*?)</h1>", text), page.request.path
+    page = mfa.go(mfa.http.get(f"/authorize/resume/{pid}"))
+    assert heading(page) == CHALLENGE
+    assert victim_factors(victim.id) == before
+    assert codes_issued() == codes_before
+
+
+def test_a_password_typed_again_by_the_same_user_starts_a_new_event_without_modify(
+        app, mfa, cohort_rp, attacker):
+    """mallory passes her own challenge asking to modify, then types her password again on
+    the same sign-in: the Modify page needs the challenge passed again."""
+    rp = cohort_rp[0]
+    pid = pass_own_app_challenge_with_modify(mfa, rp, attacker)
+    post_password(mfa, pid, "mallory")
+    page = mfa.go(mfa.http.get(f"/mfa/modify/{pid}"))
+    assert heading(page) == CHALLENGE
+
+
+def test_a_passcode_sent_before_the_sign_in_changed_hands_never_works_after(
+        app, mfa, cohort_rp, enrolled, attacker):
+    rp = cohort_rp[0]
+    page = mfa.start(rp)  # alice: the challenge sends her a code
+    assert heading(page) == CHALLENGE
+    pid = pending_id(page)
+    old_code = mfa.sms_passcode(to=PHONE_E164)
+
+    post_password(mfa, pid, "mallory")  # someone else signs in on the same sign-in
+    post_password(mfa, pid, "alice")
+    age_send_counters(3600)
+    page = mfa.go(mfa.http.get(f"/mfa/challenge/{pid}"))
+    assert heading(page) == CHALLENGE
+    refused = mfa.submit_passcode(page, old_code, remember=False)
+    assert heading(refused) == CHALLENGE
+    assert "not correct" in alert_text(refused)
+    db.session.expire_all()
+    discarded = db.session.scalars(db.select(AuditEvent).filter_by(
+        event="sign_in_progress_discarded")).all()
+    assert [e.detail["reason"] for e in discarded][-2:] == ["other_user", "other_user"]
