@@ -45,3 +45,27 @@ def test_consent_given_by_one_user_never_applies_to_another(app, client, offline
     assert db.session.scalar(db.select(Consent).filter_by(user_id=bob.id)) is None
 
 
+
+
+def test_consent_shown_to_one_user_and_pressed_after_another_signed_in_does_nothing(
+        app, client, offline_rp):
+    """Two tabs of one browser: amy's consent page is open in the first, bob signs in in
+    the second; Allow in the first tab records nothing for bob and issues him no code."""
+    make_user("amy")
+    make_user("bob")
+    rp, _ = offline_rp
+    first_tab = OidcActions(client)
+    page = first_tab.http.get(first_tab.login(
+        first_tab.authorize(rp, scope="openid offline_access"), "amy").headers["Location"])
+    assert "<h1>Allow access</h1>" in page.get_data(as_text=True)
+
+    second_tab = OidcActions(client)
+    second_tab.login(second_tab.authorize(rp, scope="openid", prompt="login"), "bob")
+
+    answer = first_tab.submit(page, button="allow")
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/authorize/resume/")
+    bob = db.session.scalar(db.select(User).filter_by(username="bob"))
+    assert db.session.scalar(db.select(Consent).filter_by(user_id=bob.id)) is None
+    page = first_tab.follow(answer, answer_pages=False)
+    assert "<h1>Allow access</h1>" in page.get_data(as_text=True)  # bob is asked himself

@@ -96,3 +96,14 @@ def test_the_link_of_the_sign_in_in_progress_still_verifies(mfa, new_user, cohor
     assert heading(mfa.http.get(link)) == "Thank you for verifying your email"
     assert mfa_email(new_user.id) == ("elsewhere@example.org", True)
     assert mfa.continue_after_link(page).status_code == 200
+
+
+def test_a_link_of_a_sign_in_whose_user_signed_out_verifies_nothing(mfa, new_user, cohort_rp):
+    from tests.mfa_journeys import sign_out
+
+    _, link = link_to_other_address(mfa, cohort_rp[0])
+    sign_out(mfa)
+
+    answer = mfa.http.get(link)
+    assert answer.status_code == 400 and heading(answer) == EXPIRED
+    assert mfa_email(new_user.id) == (None, False)

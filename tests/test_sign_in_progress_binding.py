@@ -196,3 +196,55 @@ def test_a_passcode_sent_before_the_sign_in_changed_hands_never_works_after(
     discarded = db.session.scalars(db.select(AuditEvent).filter_by(
         event="sign_in_progress_discarded")).all()
     assert [e.detail["reason"] for e in discarded][-2:] == ["other_user", "other_user"]
+
+
+def test_consent_and_terms_posted_with_only_the_password_record_nothing(
+        app, mfa, enrolled):
+    """On the victim's challenge (the password known, not the second factor), posting the
+    consent and terms forms directly records neither."""
+    from idp.models import Consent, TermsAcceptance
+    from tests.conftest import make_client
+
+    rp, _ = make_client(client_id="terms-rp", terms_text="Be kind.",
+                        settings={"mfa_policy": "cohort"})
+    page = mfa.start(rp, scope="openid offline_access")
+    assert heading(page) == CHALLENGE
+    pid = pending_id(page)
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"',
+                     page.get_data(as_text=True)).group(1)
+    for path, button in (("consent", "allow"), ("terms", "agree")):
+        answer = mfa.http.post(f"/{path}/{pid}", data={"csrf_token": csrf, button: "1"})
+        assert answer.status_code == 302
+        assert answer.headers["Location"] == f"/authorize/resume/{pid}"
+    db.session.expire_all()
+    assert db.session.scalar(db.select(Consent)) is None
+    assert db.session.scalar(db.select(TermsAcceptance)) is None
+    assert codes_issued_for(rp.client_id) == 0
+
+
+def codes_issued_for(client_id: str) -> int:
+    db.session.expire_all()
+    return len(list(db.session.scalars(db.select(AuditEvent).filter_by(
+        event="authorization_granted", client_id=client_id))))
+
+
+def test_a_form_posted_for_one_user_does_nothing_for_the_user_signed_in_since(
+        app, mfa, cohort_rp, enrolled, attacker):
+    """mallory's challenge form is open; alice signs in in another tab of the browser;
+    the code mallory submits is neither checked against alice's factors nor counted."""
+    rp = cohort_rp[0]
+    page = mfa.start(rp, username="mallory")
+    assert heading(page) == CHALLENGE
+    other_tab = copy_browser(app, mfa)
+    other_tab.start(rp, username="alice", prompt="login")
+    mfa.http.set_cookie(app.config["SESSION_COOKIE_NAME"],
+                        other_tab.http.get_cookie(app.config["SESSION_COOKIE_NAME"]).value)
+
+    fields = forms(page.get_data(as_text=True))[0]["fields"]
+    fields.update(passcode="000000", submit="1")
+    answer = mfa.http.post(page.request.path, data=fields)
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/authorize/resume/")
+    db.session.expire_all()
+    account = db.session.get(MfaAccount, enrolled.user.id)
+    assert account is None or account.failures == 0
