@@ -191,6 +191,25 @@ def assert_setting_refused(tmp_path, monkeypatch, name: str, value: str, **setti
     return from_environment.value
 
 
+@pytest.fixture
+def production_app(tmp_path, database_url):
+    """``production_app(**settings)``: an application with ``PRODUCTION_SETTINGS`` (and
+    ``settings``) on this test's database, its context pushed until the test ends."""
+    contexts = []
+
+    def start(**settings):
+        application = create_app(base_config(tmp_path, **{**PRODUCTION_SETTINGS, **settings}))
+        contexts.append(application.app_context())
+        contexts[-1].push()
+        return application
+
+    yield start
+    for context in reversed(contexts):
+        db.session.remove()
+        db.engine.dispose()
+        context.pop()
+
+
 def make_client(**kwargs) -> tuple[Client, str | None]:
     """Register a client directly; returns it with its plain secret."""
     secret = secrets.token_urlsafe(32)

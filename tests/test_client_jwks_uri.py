@@ -10,10 +10,8 @@ import time
 
 import pytest
 
-from idp import create_app
-from idp.extensions import db
 from idp.oauth.client_keys import MAX_BYTES, ClientKeyCache
-from tests.conftest import PRODUCTION_SETTINGS, base_config
+from tests.conftest import PRODUCTION_SETTINGS
 from tests.http_receivers import WebhookReceiver
 from tests.token_helpers import (
     assertion_params,
@@ -171,21 +169,9 @@ def test_a_slow_jwks_uri_is_given_up_after_the_timeout(app, client, service, key
 
 
 @pytest.fixture
-def production(tmp_path, database_url):
+def production(production_app):
     """``production(**settings)``: a production application, its context pushed."""
-    contexts = []
-
-    def start(**settings):
-        app = create_app(base_config(tmp_path, **{**PRODUCTION_SETTINGS, **settings}))
-        contexts.append(app.app_context())
-        contexts[-1].push()
-        return app
-
-    yield start
-    for context in reversed(contexts):
-        db.session.remove()
-        db.engine.dispose()
-        context.pop()
+    return production_app
 
 
 def production_request(app, key, client_id):

@@ -8,32 +8,18 @@ import json
 
 import pytest
 
-from idp import create_app
 from idp.extensions import db
 from idp.models import Client
 from idp.oauth import uris
-from tests.conftest import PRODUCTION_SETTINGS, base_config
 
 SERVICE = ["--grant-type", "client_credentials"]
 PUBLIC_ADDRESS = "93.184.215.14"  # an address on the internet (no DNS needed)
 
 
 @pytest.fixture
-def production(tmp_path, database_url):
+def production(production_app):
     """``production(**settings)``: the command line of a production application."""
-    contexts = []
-
-    def start(**settings):
-        app = create_app(base_config(tmp_path, **{**PRODUCTION_SETTINGS, **settings}))
-        contexts.append(app.app_context())
-        contexts[-1].push()
-        return app.test_cli_runner()
-
-    yield start
-    for context in reversed(contexts):
-        db.session.remove()
-        db.engine.dispose()
-        context.pop()
+    return lambda **settings: production_app(**settings).test_cli_runner()
 
 
 def create(runner, *args):

@@ -84,25 +84,20 @@ def test_a_redirect_is_the_answer_and_is_not_followed(request, receiver):
 
 @pytest.mark.parametrize("allowed", [False, True])
 def test_in_production_back_channel_logout_is_checked_at_send_time(
-        tmp_path, database_url, receiver, allowed):
+        production_app, receiver, allowed):
     """A client whose logout URI points at a loopback address (registered when it was
     allowed, or resolving there since) gets no request, unless the operator allows
     private networks."""
-    from idp import create_app
     from idp.extensions import db
     from idp.models import AuditEvent
     from idp.oauth.logout import send_logouts
-    from tests.conftest import PRODUCTION_SETTINGS, base_config, make_client, make_user
+    from tests.conftest import make_client, make_user
 
-    settings = {**PRODUCTION_SETTINGS, "IDP_ALLOW_PRIVATE_NETWORK_TARGETS": allowed}
-    app = create_app(base_config(tmp_path, **settings))
-    with app.app_context():
-        user = make_user("alice")
-        client, _ = make_client(client_id="rp", backchannel_logout_uri=receiver.url + "/bc")
-        send_logouts([("sid-1", user.id, [client.client_id])])
-        outcome = db.session.scalar(db.select(AuditEvent).filter_by(
-            event="backchannel_logout")).detail["outcome"]
-        db.session.remove()
-        db.engine.dispose()
+    production_app(IDP_ALLOW_PRIVATE_NETWORK_TARGETS=allowed)
+    user = make_user("alice")
+    client, _ = make_client(client_id="rp", backchannel_logout_uri=receiver.url + "/bc")
+    send_logouts([("sid-1", user.id, [client.client_id])])
+    outcome = db.session.scalar(db.select(AuditEvent).filter_by(
+        event="backchannel_logout")).detail["outcome"]
     assert outcome == ("delivered" if allowed else "failed")
     assert len(receiver.requests) == (1 if allowed else 0)

@@ -105,6 +105,16 @@ def try_every_mfa_page(mfa, pid) -> list:
     return pages
 
 
+def assert_no_set_up_page_answered(pages) -> None:
+    """None of the pages is Modify MFA Options, an app set-up or new recovery codes."""
+    for page in pages:
+        text = page.get_data(as_text=True)
+        assert MODIFY not in re.findall(r"<h1>(.*?)</h1>", text), page.request.path
+        assert "Set Up Your Authentication App" not in text, page.request.path
+        assert "Save Your Recovery Codes" not in text, page.request.path
+        assert page.status_code < 500
+
+
 def test_mfa_passed_by_one_user_never_opens_modify_for_the_victim(
         app, mfa, cohort_rp, enrolled, attacker):
     rp = cohort_rp[0]
@@ -119,13 +129,7 @@ def test_mfa_passed_by_one_user_never_opens_modify_for_the_victim(
     assert answer.status_code == 302
     sms_before = len(mfa.sms_messages())
 
-    pages = try_every_mfa_page(mfa, pid)
-    for page in pages:
-        text = page.get_data(as_text=True)
-        assert MODIFY not in re.findall(r"<h1>(.*?)</h1>", text), page.request.path
-        assert "Set Up Your Authentication App" not in text, page.request.path
-        assert "Save Your Recovery Codes" not in text, page.request.path
-        assert page.status_code < 500
+    assert_no_set_up_page_answered(try_every_mfa_page(mfa, pid))
 
     page = mfa.go(mfa.http.get(f"/authorize/resume/{pid}"))
     assert heading(page) == CHALLENGE
@@ -155,10 +159,7 @@ def test_mfa_passed_in_one_tab_never_applies_to_the_user_signed_in_in_another(
     mfa.http.set_cookie(app.config["SESSION_COOKIE_NAME"],
                         other_tab.http.get_cookie(app.config["SESSION_COOKIE_NAME"]).value)
 
-    for page in try_every_mfa_page(mfa, pid):
-        text = page.get_data(as_text=True)
-        assert "Set Up Your Authentication App" not in text, page.request.path
-        assert MODIFY not in re.findall(r"<h1>(.*?)</h1>", text), page.request.path
+    assert_no_set_up_page_answered(try_every_mfa_page(mfa, pid))
     page = mfa.go(mfa.http.get(f"/authorize/resume/{pid}"))
     assert heading(page) == CHALLENGE
     assert victim_factors(victim.id) == before
