@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import delete, or_, select, update
 
 from idp import audit
@@ -101,10 +101,18 @@ def minutes_left(until: datetime) -> int:
 
 
 def blocked_kinds(user_id: int) -> set[str]:
-    """The kinds of factor blocked after too many failures in a row."""
-    return set(db.session.scalars(
-        select(FactorFailures.kind).where(FactorFailures.user_id == user_id,
-                                          FactorFailures.blocked_at.is_not(None))))
+    """The kinds of factor blocked after too many failures in a row (read once per request
+    or command: the writers below forget it)."""
+    known = g.setdefault("idp_mfa_blocked", {})
+    if user_id not in known:
+        known[user_id] = frozenset(db.session.scalars(
+            select(FactorFailures.kind).where(FactorFailures.user_id == user_id,
+                                              FactorFailures.blocked_at.is_not(None))))
+    return set(known[user_id])
+
+
+def _blocks_may_change(user_id: int) -> None:
+    g.get("idp_mfa_blocked", {}).pop(user_id, None)
 
 
 def is_blocked(user_id: int, kind: str) -> bool:
@@ -169,6 +177,7 @@ def _count_for_account(user_id: int, now: datetime, max_failures: int) -> bool:
 
 
 def _count_for_kind(user_id: int, kind: str, now: datetime, max_total: int) -> bool:
+    _blocks_may_change(user_id)
     # One statement: the first failure of the kind since the last success, or one more
     # unless the kind is blocked.
     table = FactorFailures.__table__
@@ -205,6 +214,7 @@ def _start_cool_down(user_id: int, kind: str | None, now: datetime,
 
 
 def _block(user_id: int, kind: str, now: datetime, client_id: str | None) -> bool:
+    _blocks_may_change(user_id)
     blocked = db.session.execute(
         update(FactorFailures)
         .where(FactorFailures.user_id == user_id, FactorFailures.kind == kind,
@@ -236,6 +246,7 @@ def record_failure(attempt: Attempt, client_id: str | None = None) -> Lockout | 
 def release(attempt: Attempt) -> None:
     """The admitted ``attempt`` had nothing to check (no live passcode): it is not a
     failure of the person."""
+    _blocks_may_change(attempt.user_id)
     if not attempt.admitted:
         return
     db.session.execute(update(MfaAccount)
@@ -254,6 +265,7 @@ def release(attempt: Attempt) -> None:
 def record_success(user_id: int) -> None:
     """A factor passed: both counts start again, and every blocked kind but recovery codes
     is unblocked (audited as ``mfa_unblocked``)."""
+    _blocks_may_change(user_id)
     db.session.execute(update(MfaAccount).where(MfaAccount.user_id == user_id)
                        .values(failures=0).execution_options(**_UNSYNCED))
     cleared = db.session.execute(
@@ -269,6 +281,7 @@ def record_success(user_id: int) -> None:
 
 def reset(user_id: int) -> None:
     """The help desk's reset: no cool-down, no count, nothing blocked."""
+    _blocks_may_change(user_id)
     db.session.execute(update(MfaAccount).where(MfaAccount.user_id == user_id)
                        .values(failures=0, locked_until=None).execution_options(**_UNSYNCED))
     db.session.execute(delete(FactorFailures).where(FactorFailures.user_id == user_id)
