@@ -1,14 +1,5 @@
-"""WSGI entry point: ``gunicorn wsgi:app``."""
+"""WSGI entry point in the checkout: ``gunicorn wsgi:app`` (the same as ``idp.wsgi:app``)."""
 
-import sys
+from idp.wsgi import app
 
-from idp import create_app
-from idp.config import ConfigError
-
-try:
-    app = create_app()
-except ConfigError as exc:
-    # Said once, plainly; exit code 4 tells gunicorn the application cannot load, so it
-    # stops instead of starting workers again and again.
-    print(f"Error: {exc}", file=sys.stderr, flush=True)
-    sys.exit(4)
+__all__ = ["app"]

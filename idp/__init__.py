@@ -9,8 +9,16 @@ from typing import Any
 
 from flask import Flask
 
-# Where templates/ and migrations/ live: the checkout, or IDP_HOME for an installed package.
-ROOT = Path(os.environ.get("IDP_HOME") or Path(__file__).resolve().parent.parent)
+_PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries the checkout's templates/ and migrations/ here (see setup.py).
+_BUNDLED = _PACKAGE / "_home"
+#: Where templates/ and migrations/ live: IDP_HOME when set, else the installed package's
+#: copy, else the checkout this package is in.
+ROOT = Path(os.environ.get("IDP_HOME")
+            or (_BUNDLED if (_BUNDLED / "templates").is_dir() else _PACKAGE.parent))
+#: The instance folder when IDP_INSTANCE_PATH is not set: the checkout's ``instance/``, or
+#: ``./instance`` (in the working directory) for an installed package.
+DEFAULT_INSTANCE = (Path.cwd() if ROOT == _BUNDLED else ROOT) / "instance"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -26,7 +34,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     test_config = dict(test_config or {})
     instance_path = test_config.pop("INSTANCE_PATH", None) or os.environ.get(
-        "IDP_INSTANCE_PATH", str(ROOT / "instance")
+        "IDP_INSTANCE_PATH", str(DEFAULT_INSTANCE)
     )
     app = Flask(
         __name__,

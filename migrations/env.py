@@ -71,6 +71,10 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+# The PostgreSQL advisory lock key that serialises migrations (any constant of our own).
+MIGRATION_LOCK = 7_311_930_412
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -106,6 +110,9 @@ def run_migrations_online():
             if connection.dialect.name == "postgresql":
                 # IDP_DB_STATEMENT_TIMEOUT_MS bounds requests, not migrating a large table.
                 connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                # Several replicas starting at once upgrade one at a time: the others wait
+                # here, then find the database at the head and do nothing.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             context.run_migrations()
         if connection.dialect.name == "sqlite":
             # The database file alone is complete after an upgrade (it may be copied, e.g.

@@ -192,6 +192,29 @@ def test_idp_db_upgrade_migrates_an_empty_postgresql_database(tmp_path, postgres
     assert "bob" in run_idp(tmp_path, url, "users", "list").stdout
 
 
+def test_replicas_upgrading_one_postgresql_database_at_once_all_succeed(
+        tmp_path, postgres_database):
+    """Three `idp db upgrade` started together on an empty database: they take turns (an
+    advisory lock), the first migrates and the others find it at the head."""
+    url = postgres_database()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.pop("FLASK_APP", None)
+    env.update(IDP_DATABASE_URL=url, IDP_PLUGINS=ALL_PLUGINS,
+               IDP_INSTANCE_PATH=str(tmp_path / "instance"),
+               IDP_SECRET_KEY="subprocess-secret-key-0123456789-abcdefghij")
+    idp = shutil.which("idp", path=str(Path(sys.executable).parent)) or "idp"
+    started = [subprocess.Popen([idp, "db", "upgrade"], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    outcomes = [process.communicate(timeout=120) for process in started]
+    assert [process.returncode for process in started] == [0, 0, 0], outcomes
+    app = create_app(base_config(tmp_path, IDP_PLUGINS=ALL_PLUGINS, SQLALCHEMY_DATABASE_URI=url))
+    with app.app_context():
+        assert current_revision() == revisions()[-1]
+        assert model_differences() == []
+        db.engine.dispose()
+
+
 def test_idp_db_upgrade_brings_a_postgresql_database_with_data_from_the_previous_migration(
         tmp_path, postgres_database):
     url = postgres_database()
