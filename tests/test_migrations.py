@@ -127,13 +127,18 @@ def test_each_migration_upgrades_and_downgrades_one_step_at_a_time(tmp_path, emp
 # --- `idp db upgrade` on PostgreSQL ---------------------------------------------------------
 
 
-def run_idp(tmp_path, url, *args, input=None):
+def idp_command(tmp_path, url) -> tuple[str, dict]:
+    """The ``idp`` program of this virtualenv and an environment for it on ``url``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.pop("FLASK_APP", None)
     env.update(IDP_DATABASE_URL=url, IDP_PLUGINS=ALL_PLUGINS,
                IDP_INSTANCE_PATH=str(tmp_path / "instance"),
                IDP_SECRET_KEY="subprocess-secret-key-0123456789-abcdefghij")
-    idp = shutil.which("idp", path=str(Path(sys.executable).parent)) or "idp"
+    return shutil.which("idp", path=str(Path(sys.executable).parent)) or "idp", env
+
+
+def run_idp(tmp_path, url, *args, input=None):
+    idp, env = idp_command(tmp_path, url)
     return subprocess.run([idp, *args], env=env, cwd=tmp_path, input=input,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -197,12 +202,7 @@ def test_replicas_upgrading_one_postgresql_database_at_once_all_succeed(
     """Three `idp db upgrade` started together on an empty database: they take turns (an
     advisory lock), the first migrates and the others find it at the head."""
     url = postgres_database()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env.pop("FLASK_APP", None)
-    env.update(IDP_DATABASE_URL=url, IDP_PLUGINS=ALL_PLUGINS,
-               IDP_INSTANCE_PATH=str(tmp_path / "instance"),
-               IDP_SECRET_KEY="subprocess-secret-key-0123456789-abcdefghij")
-    idp = shutil.which("idp", path=str(Path(sys.executable).parent)) or "idp"
+    idp, env = idp_command(tmp_path, url)
     started = [subprocess.Popen([idp, "db", "upgrade"], env=env, cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(3)]
