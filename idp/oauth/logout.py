@@ -82,6 +82,7 @@ class _Delivery:
     done: threading.Event = field(default_factory=threading.Event)
     status: int | None = None
     error: str | None = None
+    timed_out: bool = False
 
     def send(self, opener: urllib.request.OpenerDirector, timeout: float) -> None:
         req = urllib.request.Request(  # noqa: S310 - registered https/http URI
@@ -94,13 +95,17 @@ class _Delivery:
         except urllib.error.HTTPError as exc:
             self.status = exc.code
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            self.error = str(getattr(exc, "reason", None) or exc)[:200]
+            reason = getattr(exc, "reason", None) or exc
+            # The receiver did not answer within its time: the same outcome as a delivery
+            # still waiting when the total time is up.
+            self.timed_out = isinstance(reason, TimeoutError)
+            self.error = str(reason)[:200]
         finally:
             self.done.set()
 
     @property
     def outcome(self) -> str:
-        if not self.done.is_set():
+        if not self.done.is_set() or self.timed_out:
             return "timeout"
         if self.status is None:
             return "failed"
