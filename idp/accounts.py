@@ -1,9 +1,11 @@
-"""Account changes that other parts of the system must hear about."""
+"""Accounts: creating them, and the changes that other parts of the system must hear about
+(used by the command line, the demo seed and, next, the admin console)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import or_, select, update
@@ -17,6 +19,15 @@ from idp.signals import password_changed
 from idp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+
+def create_user(username: str, email: str, password: str, phone: str | None = None,
+                created_at: datetime | None = None, name: str | None = None) -> User:
+    """A new account (in the caller's transaction); ``created_at`` decides its MFA cohort."""
+    user = User(username=username, email=email, phone=phone, name=name,
+                password_hash=hash_password(password), created_at=created_at or utcnow())
+    db.session.add(user)
+    return user
 
 
 @dataclass(frozen=True)

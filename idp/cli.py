@@ -1,4 +1,5 @@
-"""The ``idp`` command: Flask's CLI with the admin commands (clients, users, keys, demo)."""
+"""The ``idp`` command's admin groups (clients, users, keys, demo, delivery); the program
+itself is ``idp.console``."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ import json
 import re
 import secrets
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from flask.cli import with_appcontext
 
 from idp import audit
+from idp.accounts import create_user
 from idp.extensions import db
 from idp.models import AUTH_METHODS, GRANT_TYPES, Client, SigningKey, User
 from idp.oauth import uris
@@ -26,32 +26,6 @@ SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # Client ids travel in URLs and in HTTP Basic credentials: unreserved characters only.
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-
-
-class IdpGroup(FlaskGroup):
-    """Flask's CLI group; a database that is unreachable or not migrated is a clear error."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (OperationalError, ProgrammingError) as exc:
-            raise click.ClickException(
-                f"Database error: {exc.orig}. Check IDP_DATABASE_URL and run "
-                "`idp db upgrade` to create or update the schema."
-            ) from None
-
-
-def main() -> None:
-    from idp import create_app
-    from idp.config import ConfigError
-
-    try:
-        IdpGroup(create_app=lambda: create_app(), help="Administer the identity provider.")(
-            prog_name="idp"
-        )
-    except ConfigError as exc:  # the settings are wrong: say which, without a traceback
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
 
 
 # --- clients ----------------------------------------------------------------------------
@@ -372,17 +346,6 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
 @click.group("users", help="Create, list, disable and enable accounts.")
 def users():
     pass
-
-
-def create_user(username: str, email: str, password: str, phone: str | None = None,
-                created_at: datetime | None = None, name: str | None = None) -> User:
-    from idp.passwords import hash_password
-    from idp.timeutil import utcnow
-
-    user = User(username=username, email=email, phone=phone, name=name,
-                password_hash=hash_password(password), created_at=created_at or utcnow())
-    db.session.add(user)
-    return user
 
 
 @users.command("create")

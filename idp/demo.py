@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import current_app
 
-from idp.cli import create_user
+from idp.accounts import create_user
 from idp.extensions import db
 from idp.models import Client, User
 from idp.plugins import PluginRegistry

@@ -236,7 +236,7 @@ def make_client(**kwargs) -> tuple[Client, str | None]:
 
 
 def make_user(username="alice", password=PASSWORD, **kwargs) -> User:
-    from idp.cli import create_user
+    from idp.accounts import create_user
 
     user = create_user(username, kwargs.pop("email", f"{username}@example.com"), password,
                        **kwargs)

@@ -19,7 +19,7 @@ from idp.auth.sessions import current_session, end_session
 from idp.extensions import db
 from idp.models import Client, User
 from idp.oauth import keys
-from idp.oauth.server import issuer
+from idp.oauth.issuer import issuer
 from idp.security import random_token
 
 log = logging.getLogger(__name__)

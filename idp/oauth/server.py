@@ -54,6 +54,7 @@ from idp.models import (
 from idp.models.oauth import TokenChecks
 from idp.oauth import client_keys, keys
 from idp.oauth.claims import user_claims
+from idp.oauth.issuer import issuer
 from idp.security import digest, random_token
 from idp.timeutil import epoch, from_epoch, utcnow
 
@@ -96,10 +97,6 @@ _TOKEN_BY_REFRESH = (select(Token).where(Token.refresh_token_digest == bindparam
 def new_token(*_args, **_kwargs) -> str:
     """An access token, refresh token or code: 256 random bits, URL-safe."""
     return random_token(32)
-
-
-def issuer() -> str:
-    return current_app.config["IDP_ISSUER"].rstrip("/")
 
 
 def query_client(client_id) -> Client | None:
