@@ -19,7 +19,9 @@ from idp.models import AuditEvent
 from tests.conftest import make_client
 from tests.smtp_server import closed_port, make_tls_files
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
+ROOT = Path(__file__).resolve().parent.parent
+# The core's emails, and the MFA plugin's (which this module's IdP runs with).
+TEMPLATES_DIRS = (ROOT / "templates" / "email", ROOT / "plugins" / "mfa" / "templates" / "email")
 TO = "bob@mail.example"
 SUPPORT = "the Example help desk at 1-800-555-0100"
 
@@ -27,7 +29,7 @@ SUPPORT = "the Example help desk at 1-800-555-0100"
 @pytest.fixture
 def app_config():
     return {"IDP_BRAND_NAME": "Example Login", "IDP_MAIL_FROM": "no-reply@idp.example",
-            "IDP_SUPPORT_CONTACT": SUPPORT}
+            "IDP_SUPPORT_CONTACT": SUPPORT, "IDP_PLUGINS": "plugins.mfa"}
 
 
 def use(app, server, **overrides):
@@ -185,12 +187,12 @@ TEMPLATES = {
 
 
 def test_every_email_template_is_covered():
-    names = {path.name.split(".")[0] for path in TEMPLATES_DIR.iterdir()
-             if not path.name.startswith("_")}
-    assert names == set(TEMPLATES)
-    for name in names:
+    names = {path.name.split(".")[0]: folder for folder in TEMPLATES_DIRS
+             for path in folder.iterdir() if not path.name.startswith("_")}
+    assert set(names) == set(TEMPLATES)
+    for name, folder in names.items():
         for suffix in (".subject.txt", ".txt", ".html"):
-            assert (TEMPLATES_DIR / f"{name}{suffix}").is_file(), name + suffix
+            assert (folder / f"{name}{suffix}").is_file(), name + suffix
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))

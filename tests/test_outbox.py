@@ -16,7 +16,9 @@ from idp.extensions import db
 from idp.models import OutboxMessage
 from tests.conftest import PRODUCTION_SETTINGS, assert_setting_refused, base_config
 
-OUTBOX_ON = {"IDP_DEV_OUTBOX": True}
+# The verification email these tests send is the MFA plugin's.
+WITH_MFA = {"IDP_PLUGINS": "plugins.mfa"}
+OUTBOX_ON = {"IDP_DEV_OUTBOX": True, **WITH_MFA}
 PRODUCTION = PRODUCTION_SETTINGS
 LINK = "http://localhost/verify-email?token=tok3n&next=%2Fmfa"
 
@@ -144,8 +146,8 @@ def test_outbox_json_filters_by_recipient(app, client):
     assert "bob@example.com" not in page
 
 
-@pytest.mark.parametrize("app_config", [{}, {"IDP_DEV_OUTBOX": False},
-                                        {"IDP_DEV_OUTBOX": "0"}])
+@pytest.mark.parametrize("app_config", [WITH_MFA, {"IDP_DEV_OUTBOX": False, **WITH_MFA},
+                                        {"IDP_DEV_OUTBOX": "0", **WITH_MFA}])
 def test_without_idp_dev_outbox_both_pages_answer_404(app, client):
     verification_email()
     assert len(outbox_rows()) == 1  # the outbox backend still keeps messages
@@ -159,7 +161,7 @@ def test_without_idp_dev_outbox_both_pages_answer_404(app, client):
 def test_idp_dev_outbox_from_the_environment_turns_the_pages_on(tmp_path, database_url,
                                                                 monkeypatch):
     monkeypatch.setenv("IDP_DEV_OUTBOX", "1")
-    app = create_app(base_config(tmp_path))
+    app = create_app(base_config(tmp_path, **WITH_MFA))
     with app.app_context():
         verification_email()
         response = app.test_client().get("/dev/outbox.json")

@@ -280,3 +280,31 @@ def test_the_core_reference_check_would_see_an_import():
     assert is_plugin_reference(module, 'load("plugins.mfa")')
     assert not is_plugin_reference(IDP_PACKAGE / "config.py",
                                    '    "IDP_PLUGINS": ("plugins.mfa", str),')
+
+
+def test_the_core_templates_hold_nothing_of_a_plugin():
+    core = ROOT / "templates"
+    assert not (core / "mfa").exists()
+    offenders = [
+        f"{path.relative_to(core)}:{number}"
+        for path in core.rglob("*") if path.is_file()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"url_for\(\s*['\"]mfa\.|['\"]mfa/", line)
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("template", ["mfa/passcode.html", "email/verify_email.txt"])
+def test_the_mfa_plugin_s_pages_and_emails_exist_only_with_the_plugin(
+        tmp_path, database_url, template):
+    from flask import render_template
+    from jinja2 import TemplateNotFound
+
+    from idp import create_app
+    from tests.conftest import base_config
+
+    without = create_app(base_config(tmp_path))
+    with without.test_request_context(), pytest.raises(TemplateNotFound):
+        render_template(template)
+    with_plugin = create_app(base_config(tmp_path, IDP_PLUGINS="plugins.mfa"))
+    assert template in with_plugin.jinja_env.list_templates()

@@ -68,8 +68,9 @@ def installed(wheel, tmp_path_factory) -> Path:
 def test_the_wheel_carries_the_templates_the_migrations_and_the_license(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "idp/_home/templates/base.html" in names
-    assert "idp/_home/templates/mfa/passcode.html" in names
-    assert "idp/_home/templates/email/verify_email.html" in names
+    assert "idp/_home/templates/email/passcode.html" in names
+    assert "plugins/mfa/templates/mfa/passcode.html" in names  # the plugin's own
+    assert "plugins/mfa/templates/email/verify_email.html" in names
     assert "idp/_home/migrations/env.py" in names
     assert any(n.startswith("idp/_home/migrations/versions/0001_") for n in names)
     assert "idp/wsgi.py" in names and "idp/gunicorn_conf.py" in names

@@ -59,7 +59,8 @@ from plugins.mfa.steps import enrolling, modify_allowed, state, update_state
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("mfa", __name__, url_prefix="/mfa")
+# The plugin's pages and emails are its own (templates/mfa/, templates/email/ here).
+bp = Blueprint("mfa", __name__, url_prefix="/mfa", template_folder="templates")
 
 
 @bp.after_request
