@@ -24,7 +24,8 @@ GRACE = timedelta(days=7)
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:
-    """Delete expired rows; returns how many of each kind went."""
+    """Delete expired rows, the core's and those the plugins name (``registry.add_prune``);
+    returns how many of each kind went."""
     now = now or utcnow()
     cutoff = now - GRACE
     ended_sessions = db.select(SsoSession.id).where(
@@ -56,6 +57,12 @@ def prune(now: datetime | None = None) -> dict[str, int]:
             or_(SsoSession.expires_at < cutoff, SsoSession.ended_at < cutoff)
         ),
     }
+    from flask import current_app
+
+    from idp.plugins import get_registry
+
+    for plugin_statements in get_registry(current_app).prune_statements:
+        statements.update(plugin_statements(now, cutoff))
     counts = {}
     for name, statement in statements.items():
         counts[name] = db.session.execute(statement).rowcount

@@ -1,9 +1,10 @@
 """The plugin interface.
 
 A plugin is an object with ``name``, ``default_config`` and ``init_app(app, registry)``.
-Plugins are listed by import path in ``IDP_PLUGINS`` (comma separated; the module's
-``plugin`` attribute is the plugin object). ``init_app`` receives a :class:`PluginRegistry`
-on which it registers what it contributes::
+Plugins are listed in ``IDP_PLUGINS`` (comma separated), each by the name of an entry point
+of the ``idp.plugins`` group (how an installed package offers one) or by the import path of a
+module whose ``plugin`` attribute is the plugin object. ``init_app`` receives a
+:class:`PluginRegistry` on which it registers what it contributes::
 
     class MyPlugin:
         name = "example"
@@ -18,6 +19,8 @@ on which it registers what it contributes::
                                                       apply=copy_level))
             registry.add_claims(lambda user, scope: {"example_badge": user.username})
             registry.add_encrypted_column(ExampleSecret.value_encrypted)  # idp.crypto.encrypt
+            registry.add_prune(lambda now, cutoff: {
+                "example_secrets": delete(ExampleSecret).where(ExampleSecret.expires_at < cutoff)})
 
     plugin = MyPlugin()
 
@@ -73,6 +76,7 @@ class PluginRegistry:
     client_settings: list[ClientSetting] = field(default_factory=list)
     claim_providers: list[Callable[[Any, str], dict]] = field(default_factory=list)
     encrypted_columns: list[Any] = field(default_factory=list)
+    prune_statements: list[Callable[[Any, Any], dict]] = field(default_factory=list)
 
     def add_blueprint(self, blueprint: Blueprint) -> None:
         self.blueprints.append(blueprint)
@@ -103,19 +107,42 @@ class PluginRegistry:
             self.encrypted_columns.append(column)
 
 
+    def add_prune(self, statements: Callable[[Any, Any], dict]) -> None:
+        """``statements(now, cutoff)`` returns ``{name: DELETE statement}`` for the plugin's
+        rows that can no longer be used (``cutoff`` is ``now`` less the grace period the
+        core keeps its own rows for): ``idp maintenance prune`` runs them with its own."""
+        self.prune_statements.append(statements)
+
+
+#: The entry-point group where installed packages declare their plugins, e.g. in
+#: pyproject.toml ``[project.entry-points."idp.plugins"] example = "example_idp:plugin"``.
+ENTRY_POINT_GROUP = "idp.plugins"
+
+
+def _entry_point(name: str):
+    from importlib.metadata import entry_points
+
+    return next(iter(entry_points(group=ENTRY_POINT_GROUP, name=name)), None)
+
+
 def load_plugins(spec: str) -> list[Any]:
-    """Import every plugin named in ``IDP_PLUGINS``; a wrong name stops the start with a
-    message that says which one."""
+    """Load every plugin named in ``IDP_PLUGINS``: the name of an entry point of the
+    ``idp.plugins`` group (``example``), or the import path of a module whose ``plugin``
+    attribute is the plugin (``example_idp.plugin``). A wrong name stops the start with a message
+    that says which one."""
     from idp.config import ConfigError
 
     plugins = []
     for path in dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()):
+        entry_point = _entry_point(path) if "." not in path else None
         try:
-            module = importlib.import_module(path)
+            if entry_point is not None:
+                plugin = entry_point.load()
+            else:
+                plugin = getattr(importlib.import_module(path), "plugin", None)
         except ImportError as exc:
             raise ConfigError(f"IDP_PLUGINS names {path!r}, which cannot be imported: "
                               f"{exc}.") from exc
-        plugin = getattr(module, "plugin", None)
         if plugin is None or not callable(getattr(plugin, "init_app", None)):
             raise ConfigError(f"IDP_PLUGINS names {path!r}, which has no `plugin` object "
                               "with an init_app(app, registry) method.")

@@ -308,3 +308,40 @@ def test_the_mfa_plugin_s_pages_and_emails_exist_only_with_the_plugin(
         render_template(template)
     with_plugin = create_app(base_config(tmp_path, IDP_PLUGINS="plugins.mfa"))
     assert template in with_plugin.jinja_env.list_templates()
+
+
+def test_an_installed_package_offers_its_plugin_by_an_entry_point(
+        tmp_path, database_url, monkeypatch):
+    """A third party's plugin is an ordinary package: its distribution declares an entry
+    point of the ``idp.plugins`` group, and IDP_PLUGINS names that entry point."""
+    from idp import create_app
+
+    site = tmp_path / "site"
+    info = site / "example_idp_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: example-idp-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[idp.plugins]\n"
+                                           "greeter = tests.example_plugin:plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    app = create_app(base_config(tmp_path, IDP_PLUGINS="greeter"))
+    values = app.test_client().get("/.well-known/openid-configuration").get_json()[
+        "acr_values_supported"]
+    assert ACR_STRONG in values
+    with app.app_context():
+        db_remove(app)
+
+
+def db_remove(app) -> None:
+    from idp.extensions import db
+
+    db.session.remove()
+    db.engine.dispose()
+
+
+def test_the_mfa_plugin_is_found_by_its_entry_point_name(tmp_path, database_url):
+    from idp import create_app
+
+    app = create_app(base_config(tmp_path, IDP_PLUGINS="mfa"))
+    assert "mfa" in app.blueprints

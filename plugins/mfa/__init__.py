@@ -75,6 +75,23 @@ def _revoke_codes_of(app, pending, previous_user_id=None, **extra) -> None:
     revoke_links_of_sign_in(pending.id)
 
 
+def _prune_statements(now, cutoff) -> dict:
+    """The plugin's rows that can no longer be used: passcodes and email links past their
+    lifetime, remembered devices expired or forgotten (kept a while, as the core keeps its
+    own, for the audit trail)."""
+    from sqlalchemy import delete, or_
+
+    from plugins.mfa.models import EmailVerification, Passcode, RememberedDevice
+
+    return {
+        "mfa_passcodes": delete(Passcode).where(Passcode.expires_at < cutoff),
+        "mfa_email_verifications": delete(EmailVerification).where(
+            EmailVerification.expires_at < cutoff),
+        "mfa_remembered_devices": delete(RememberedDevice).where(
+            or_(RememberedDevice.expires_at < cutoff, RememberedDevice.forgotten_at < cutoff)),
+    }
+
+
 class MfaPlugin:
     name = "mfa"
     default_config: dict[str, tuple[Any, type]] = {
@@ -117,6 +134,7 @@ class MfaPlugin:
         registry.add_encrypted_column(models.MfaFactor.secret_encrypted)
         password_changed.connect(_forget_devices_of, app)
         sign_in_progress_discarded.connect(_revoke_codes_of, app)
+        registry.add_prune(_prune_statements)
 
 
 plugin = MfaPlugin()
