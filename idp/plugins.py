@@ -24,7 +24,8 @@ module whose ``plugin`` attribute is the plugin object. ``init_app`` receives a
 
     plugin = MyPlugin()
 
-The core never imports a plugin by name: it only walks ``IDP_PLUGINS``. A complete,
+A plugin imports only ``idp.plugin_api`` of the core. The core never imports a plugin by
+name: it only walks ``IDP_PLUGINS``. A complete,
 working example is ``tests/example_plugin.py``.
 """
 

@@ -16,12 +16,18 @@ from flask.cli import with_appcontext
 from flask_wtf import FlaskForm
 from wtforms import SubmitField
 
-from idp.auth.acr import AcrLevel
-from idp.auth.pipeline import SignInContext, Step
-from idp.auth.sessions import current_session, record_authentication
-from idp.extensions import db
-from idp.oauth.authorize import load_pending, resume_url
-from idp.plugins import ClientSetting, PluginRegistry
+from idp.plugin_api import (
+    AcrLevel,
+    ClientSetting,
+    PluginRegistry,
+    SignInContext,
+    Step,
+    current_session,
+    db,
+    load_pending,
+    record_authentication,
+    resume_url,
+)
 
 STEP_NAME = "example"
 EXAMPLE_EVENT = {"method": "example", "amr": ["hwk"], "factor": "example"}

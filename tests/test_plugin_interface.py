@@ -345,3 +345,38 @@ def test_the_mfa_plugin_is_found_by_its_entry_point_name(tmp_path, database_url)
 
     app = create_app(base_config(tmp_path, IDP_PLUGINS="mfa"))
     assert "mfa" in app.blueprints
+
+
+PLUGINS_FOLDER = ROOT / "plugins"
+
+
+def core_imports_besides_the_api(path: Path, root: Path = ROOT) -> list[str]:
+    """The modules of ``idp`` that ``path`` imports other than ``idp.plugin_api``."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [f"{path.relative_to(root)}:{node.lineno} {module}" for module in modules
+                  if (module == "idp" or module.startswith("idp."))
+                  and module != "idp.plugin_api"]
+    return found
+
+
+def test_plugins_import_nothing_of_the_core_but_its_plugin_api():
+    offenders = [line for path in sorted(PLUGINS_FOLDER.rglob("*.py"))
+                 for line in core_imports_besides_the_api(path)]
+    assert offenders == []
+
+
+def test_the_plugin_api_check_would_see_another_import(tmp_path):
+    probe = tmp_path / "plugin.py"
+    probe.write_text("from idp.plugin_api import db\nfrom idp import audit\n"
+                     "def f():\n    import idp.oauth.server\n")
+    assert [line.split()[-1] for line in core_imports_besides_the_api(probe, tmp_path)] == [
+        "idp", "idp.oauth.server"]

@@ -15,8 +15,12 @@ from typing import Any
 import click
 from flask import Flask
 
-from idp.plugins import ClientSetting, PluginRegistry
-from idp.signals import password_changed, sign_in_progress_discarded
+from idp.plugin_api import (
+    ClientSetting,
+    PluginRegistry,
+    password_changed,
+    sign_in_progress_discarded,
+)
 
 
 def _apply_policy(settings: dict, params: dict) -> None:
@@ -31,7 +35,7 @@ def _apply_devices(settings: dict, params: dict) -> None:
 
 def _check_cutoff(value: str) -> None:
     """A cutoff that is not a date would fail every sign-in: refuse to start instead."""
-    from idp.config import ConfigError
+    from idp.plugin_api import ConfigError
 
     try:
         date.fromisoformat(value)
@@ -54,7 +58,7 @@ RANGES = {
 
 def _check_ranges(config) -> None:
     """Refuse to start with a limit outside its range, naming it."""
-    from idp.config import check_range
+    from idp.plugin_api import check_range
 
     for name, (low, high) in RANGES.items():
         check_range(config, name, low, high)

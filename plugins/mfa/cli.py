@@ -7,9 +7,7 @@ import json
 import click
 from flask.cli import with_appcontext
 
-from idp import audit
-from idp.extensions import db
-from idp.models import User
+from idp.plugin_api import User, audit, db
 
 
 def _user(username: str) -> User:
@@ -29,7 +27,7 @@ def mfa_cli():
 @with_appcontext
 def status(username):
     """Show a user's MFA enrollment (masked), remembered devices and lock-out."""
-    from idp.delivery import mask_email, mask_phone
+    from idp.plugin_api import mask_email, mask_phone
     from plugins.mfa import devices, lockout, policy
     from plugins.mfa.factors import RecoveryFactor
 
@@ -62,7 +60,7 @@ def reset(username, yes):
     Everything they are signed in with ends: sessions (with back-channel logout) and tokens."""
     from sqlalchemy import delete
 
-    from idp.accounts import end_all_sessions_and_revoke
+    from idp.plugin_api import end_all_sessions_and_revoke
     from plugins.mfa import devices, lockout
     from plugins.mfa.models import MfaAccount, MfaFactor, RecoveryCode
 

@@ -9,10 +9,7 @@ from datetime import timedelta
 from flask import after_this_request, current_app, request
 from sqlalchemy import update
 
-from idp import audit
-from idp.extensions import db
-from idp.security import digest, random_token
-from idp.timeutil import utcnow
+from idp.plugin_api import audit, db, digest, random_token, utcnow
 from plugins.mfa.models import RememberedDevice
 
 COOKIE = "idp_device"

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from idp.auth.pipeline import OWNER_STATE, progress_owner
-from idp.extensions import db
-from idp.models import PendingAuthorization, SsoSession
-from idp.timeutil import utcnow
+from idp.plugin_api import OWNER_STATE, PendingAuthorization, SsoSession, db, progress_owner, utcnow
 from plugins.mfa.models import EmailVerification
 from plugins.mfa.policy import second_factor_checked
 from plugins.mfa.steps import STATE

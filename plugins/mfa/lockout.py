@@ -37,9 +37,7 @@ from datetime import datetime, timedelta
 from flask import current_app, g
 from sqlalchemy import delete, or_, select, update
 
-from idp import audit
-from idp.extensions import db, dialect_insert, insert_unless_present
-from idp.timeutil import utcnow
+from idp.plugin_api import audit, db, dialect_insert, insert_unless_present, utcnow
 from plugins.mfa import metrics
 from plugins.mfa.models import FactorFailures, MfaAccount
 

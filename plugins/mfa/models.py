@@ -8,8 +8,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idp.extensions import db
-from idp.timeutil import utcnow
+from idp.plugin_api import db, utcnow
 
 
 class MfaAccount(db.Model):

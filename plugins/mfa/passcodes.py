@@ -11,9 +11,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import update
 
-from idp.crypto import keyed_digest
-from idp.extensions import db
-from idp.timeutil import utcnow
+from idp.plugin_api import db, keyed_digest, utcnow
 from plugins.mfa.models import Passcode
 
 LIFETIME = timedelta(minutes=5)

@@ -8,9 +8,7 @@ from datetime import date
 
 from flask import current_app
 
-from idp.auth.acr import AcrLevel
-from idp.extensions import db
-from idp.timeutil import epoch, utcnow
+from idp.plugin_api import AcrLevel, db, epoch, utcnow
 from plugins.mfa.models import MfaAccount, MfaFactor
 
 ACR_MFA = "urn:idp:acr:mfa"

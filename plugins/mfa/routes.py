@@ -19,26 +19,33 @@ from flask import (
 from flask_wtf.csrf import validate_csrf
 from wtforms import ValidationError
 
-from idp import audit
-from idp.auth.pipeline import load_context
-from idp.auth.sessions import browser_id, current_session, record_authentication
-from idp.crypto import decrypt, encrypt
-from idp.delivery import (
+from idp.plugin_api import (
+    Client,
     DeliveryError,
+    InteractionError,
+    PendingAuthorization,
     PhoneNumberError,
     ThrottledError,
+    audit,
+    browser_id,
+    continue_sign_in,
+    current_session,
+    db,
+    decrypt,
+    digest,
+    encrypt,
+    issuer,
+    load_context,
+    load_pending,
     mask_email,
     normalize_us_phone,
+    random_token,
+    record_authentication,
+    resume_url,
     send_email,
     send_sms,
+    utcnow,
 )
-from idp.errors import InteractionError
-from idp.extensions import db
-from idp.models import Client, PendingAuthorization
-from idp.oauth.authorize import continue_sign_in, load_pending, resume_url
-from idp.oauth.server import issuer
-from idp.security import digest, random_token
-from idp.timeutil import utcnow
 from plugins.mfa import devices, links, lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import ENROLLABLE, FACTORS, RecoveryFactor, TotpFactor

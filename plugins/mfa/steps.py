@@ -4,9 +4,7 @@ Modify MFA Options. Each answers "needed?" with a reason string or None."""
 
 from __future__ import annotations
 
-from idp.auth.pipeline import SignInContext, Step
-from idp.auth.sessions import record_authentication
-from idp.timeutil import utcnow
+from idp.plugin_api import SignInContext, Step, record_authentication, utcnow
 from plugins.mfa import devices, policy
 
 STATE = "mfa"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from idp.delivery import mask_email, send_email
+from idp.plugin_api import mask_email, send_email
 from plugins.mfa.factors.base import Factor
 
 

@@ -6,9 +6,7 @@ import secrets
 
 from sqlalchemy import delete, update
 
-from idp.extensions import db
-from idp.security import digest
-from idp.timeutil import utcnow
+from idp.plugin_api import db, digest, utcnow
 from plugins.mfa.factors.base import Factor
 from plugins.mfa.models import RecoveryCode
 

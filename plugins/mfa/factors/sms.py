@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from idp.delivery import mask_phone, send_sms
+from idp.plugin_api import mask_phone, send_sms
 from plugins.mfa.factors.base import Factor
 
 

@@ -12,8 +12,7 @@ from flask import current_app
 from markupsafe import Markup
 from sqlalchemy import update
 
-from idp.crypto import decrypt, encrypt
-from idp.extensions import db
+from idp.plugin_api import db, decrypt, encrypt
 from plugins.mfa.factors.base import Factor
 from plugins.mfa.models import MfaFactor
 

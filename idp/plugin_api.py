@@ -1,0 +1,73 @@
+"""Everything a plugin may use of the core, in one place: a plugin imports from this module
+and from no other of ``idp`` (``tests/test_plugin_interface.py`` holds that for
+``plugins/``). What is here is kept stable; what is not may change without notice.
+
+The groups, by what a plugin does with them:
+
+- **Registering** (in ``init_app``): :class:`PluginRegistry`, :class:`ClientSetting`,
+  :class:`AcrLevel`; :func:`check_range` and :class:`ConfigError` to refuse bad settings.
+- **Sign-in steps**: :class:`Step` and :class:`SignInContext` (a step's ``needed(ctx)``);
+  on a step's page :func:`load_pending` and :func:`load_context` (its progress bound to the
+  user signed in now), then :func:`continue_sign_in` when the step is done, or a redirect
+  to :func:`resume_url`; :func:`record_authentication` records a method checked;
+  :func:`current_session`, :func:`browser_id`; :data:`OWNER_STATE` and
+  :func:`progress_owner` say whose progress a pending request holds.
+- **Data**: ``db`` (Flask-SQLAlchemy; plugin models subclass ``db.Model``),
+  :func:`dialect_insert`, :func:`insert_unless_present`; the core models a plugin reads
+  (:class:`User`, :class:`Client`, :class:`PendingAuthorization`, :class:`SsoSession`).
+- **Messages**: :func:`send_email`, :func:`send_sms`, :class:`DeliveryError`,
+  :class:`ThrottledError`, :class:`PhoneNumberError`, :func:`normalize_us_phone`,
+  :func:`mask_email`, :func:`mask_phone`.
+- **Security and time**: ``audit`` (``audit.record``), :func:`digest`, :func:`keyed_digest`,
+  :func:`random_token`, :func:`encrypt`, :func:`decrypt`, :func:`utcnow`, :func:`epoch`,
+  :class:`InteractionError` (a page that explains a problem), :func:`issuer`,
+  :func:`end_all_sessions_and_revoke`.
+- **Signals**: ``password_changed``, ``sign_in_progress_discarded``.
+"""
+
+from __future__ import annotations
+
+from idp import audit
+from idp.accounts import end_all_sessions_and_revoke
+from idp.auth.acr import AcrLevel
+from idp.auth.pipeline import (
+    OWNER_STATE,
+    SignInContext,
+    Step,
+    load_context,
+    progress_owner,
+)
+from idp.auth.sessions import browser_id, current_session, record_authentication
+from idp.config import ConfigError, check_range
+from idp.crypto import decrypt, encrypt, keyed_digest
+from idp.delivery import (
+    DeliveryError,
+    PhoneNumberError,
+    ThrottledError,
+    mask_email,
+    mask_phone,
+    normalize_us_phone,
+    send_email,
+    send_sms,
+)
+from idp.errors import InteractionError
+from idp.extensions import db, dialect_insert, insert_unless_present
+from idp.models import Client, PendingAuthorization, SsoSession, User
+from idp.oauth.authorize import continue_sign_in, load_pending, resume_url
+from idp.oauth.issuer import issuer
+from idp.plugins import ClientSetting, PluginRegistry
+from idp.security import digest, random_token
+from idp.signals import password_changed, sign_in_progress_discarded
+from idp.timeutil import epoch, utcnow
+
+__all__ = [
+    "OWNER_STATE", "AcrLevel", "Client", "ClientSetting", "ConfigError", "DeliveryError",
+    "InteractionError", "PendingAuthorization", "PhoneNumberError", "PluginRegistry",
+    "SignInContext", "SsoSession", "Step", "ThrottledError", "User", "audit", "browser_id",
+    "check_range", "continue_sign_in", "current_session", "db", "decrypt", "dialect_insert",
+    "digest", "encrypt", "end_all_sessions_and_revoke", "epoch", "insert_unless_present",
+    "issuer", "keyed_digest", "load_context", "load_pending", "mask_email", "mask_phone",
+    "normalize_us_phone", "password_changed", "progress_owner", "random_token",
+    "record_authentication", "resume_url", "send_email", "send_sms",
+    "sign_in_progress_discarded", "utcnow",
+]
