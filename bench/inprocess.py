@@ -315,7 +315,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print a cProfile (cumulative time) of one scenario")
     parser.add_argument("--time", nargs="+", default=[], metavar="MODULE:FUNCTION",
                         help="also time these functions (patched where they are looked up), "
-                             "e.g. plugins.mfa.routes:_notify")
+                             "e.g. plugins.mfa.pages.challenge:notify")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() after the set-up (what a worker would gain by it)")
     parser.add_argument("--statements", choices=[*API, "sign-in"],

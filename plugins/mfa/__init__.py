@@ -112,8 +112,8 @@ class MfaPlugin:
     def init_app(self, app: Flask, registry: PluginRegistry) -> None:
         from plugins.mfa import models  # noqa: F401 - the tables
         from plugins.mfa.cli import mfa_cli
+        from plugins.mfa.pages import bp
         from plugins.mfa.policy import ACR_LEVELS
-        from plugins.mfa.routes import bp
         from plugins.mfa.steps import STEPS
 
         _check_cutoff(app.config["IDP_MFA_REQUIRED_FROM"])

@@ -1,0 +1,286 @@
+"""What every MFA page shares: the blueprint, its sign-in context, passcodes sent
+and checked, lockouts, notices, factors saved, and the way back to the pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request
+
+from idp.plugin_api import (
+    DeliveryError,
+    PhoneNumberError,
+    ThrottledError,
+    audit,
+    continue_sign_in,
+    current_session,
+    db,
+    load_context,
+    load_pending,
+    record_authentication,
+    resume_url,
+    send_email,
+    send_sms,
+    utcnow,
+)
+from plugins.mfa import devices, lockout, passcodes, policy
+from plugins.mfa import metrics as mfa_metrics
+from plugins.mfa.factors import FACTORS, RecoveryFactor
+from plugins.mfa.models import MfaFactor
+from plugins.mfa.steps import enrolling, modify_allowed, update_state
+
+log = logging.getLogger(__name__)
+
+# The plugin's pages and emails are its own (plugins/mfa/templates: mfa/, email/).
+bp = Blueprint("mfa", __name__, url_prefix="/mfa",
+               template_folder=str(Path(__file__).resolve().parent.parent / "templates"))
+
+
+@bp.after_request
+def _never_cached(response):
+    """Every MFA page shows a passcode form, a secret (app set-up key, recovery codes) or a
+    link's outcome: no browser or proxy may keep a copy."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def interaction(pending_id: str):
+    """The sign-in context of a pending request of this browser, its progress bound to the
+    user signed in now. A form posted after another user (session, event) took the sign-in
+    over was filled in for someone else: it does nothing, and the pipeline decides."""
+    ctx = load_context(load_pending(pending_id), current_session())
+    if ctx.progress_discarded and request.method == "POST":
+        db.session.commit()
+        abort(redirect(resume_url(ctx.pending)))
+    return ctx
+
+
+def resume(ctx):
+    db.session.commit()
+    return continue_sign_in(ctx.pending)
+
+
+def page(template: str, ctx, **values):
+    return render_template(template, client=ctx.client, pending=ctx.pending, **values)
+
+
+def passed(ctx, kind: str, remember: bool, **extra_state) -> None:
+    """A factor was checked: record it in the SSO session (the session id rotates)."""
+    record_authentication(ctx.user, FACTORS[kind].event())
+    lockout.record_success(ctx.user.id)
+    if remember:
+        devices.remember(ctx.user.id)
+    update_state(ctx, challenge_passed=True, **extra_state)
+
+
+def failure_message(ctx, outcome: passcodes.Outcome | None,
+                     attempt: lockout.Attempt | None = None) -> str:
+    """Record a failed check, the ``attempt`` admitted for it (by default the one
+    :func:`_locked_error` admitted); the message says what to do next. A cool-down or a
+    block that starts now is also told to the user by email."""
+    attempt = attempt or ctx.extras.pop("mfa_attempt", None)
+    if outcome is passcodes.Outcome.EXPIRED:
+        # No live code to guess at (expired, or just used by a parallel submission of the
+        # right code): not a failure of the person.
+        if attempt is not None:
+            lockout.release(attempt)
+            db.session.commit()
+        return "This passcode has expired or was replaced. Select Resend to get a new one."
+    if attempt is None:  # checked without an admission: counted now, toward the cool-down
+        attempt = lockout.admit_attempt(ctx.user.id, None)
+    started = (lockout.record_failure(attempt, client_id=ctx.client.client_id)
+               if attempt.admitted else None)
+    db.session.commit()
+    if not attempt.admitted:
+        return locked_message(ctx)
+    if started is not None:
+        kinds = {f.kind for f in policy.enrolled_factors(ctx.user.id)}
+        if RecoveryFactor.remaining(ctx.user.id):
+            kinds.add(lockout.RECOVERY)
+        until = started.cool_down_until
+        minutes = lockout.minutes_left(until) if until else None
+        if started.blocked:
+            template = "mfa_blocked"
+            context = {"method": lockout.METHOD_NAMES.get(started.blocked, started.blocked),
+                       "recovery": started.blocked == lockout.RECOVERY, "minutes": minutes,
+                       "others": bool(kinds - lockout.blocked_kinds(ctx.user.id))}
+        else:
+            template = "mfa_cool_down"
+            context = {"minutes": minutes,
+                       "failures": current_app.config["IDP_MFA_MAX_FAILURES"]}
+        notify(ctx, template, context, emails=[policy.mfa_email(ctx.user) or ctx.user.email])
+        return locked_message(ctx, attempt.kind)
+    if outcome is passcodes.Outcome.EXHAUSTED:
+        return "Too many wrong tries for this passcode. Select Resend to get a new one."
+    return "The passcode you entered is not correct. Check it and try again."
+
+
+def locked_message(ctx, kind: str | None = None) -> str:
+    """Why a code cannot be checked now, and what to do: the account cools down, or
+    ``kind`` is blocked after too many failures in a row (another method, or the help
+    desk; only the help desk when every method is blocked, or for recovery codes)."""
+    user_id = ctx.user.id
+    support = ctx.client.help_contact or current_app.config["IDP_SUPPORT_CONTACT"]
+    until = lockout.locked_until(user_id)
+    minutes = (lockout.minutes_left(until) if until
+               else current_app.config["IDP_MFA_LOCKOUT_SECONDS"] // 60)
+    blocked = lockout.blocked_kinds(user_id) if kind is not None else set()
+    if kind not in blocked:
+        return (f"Too many failed attempts. For your security, try again in {minutes} "
+                f"minutes, or contact {support}.")
+    kinds = {f.kind for f in policy.enrolled_factors(user_id)}
+    if RecoveryFactor.remaining(user_id):
+        kinds.add(lockout.RECOVERY)
+    if not kinds - blocked:
+        return ("Too many failed attempts. For your security, every multifactor "
+                "authentication (MFA) method of your account is blocked. Contact "
+                f"{support} to unblock your account.")
+    wait = f" in {minutes} minutes" if until else ""
+    if kind == lockout.RECOVERY:
+        return ("Too many failed attempts with recovery codes. For your security, they are "
+                f"blocked, and only {support} can unblock them. Sign in with another "
+                f"method{wait}.")
+    return (f"Too many failed attempts with {lockout.METHOD_NAMES.get(kind, kind)}. For "
+            f"your security, this method is blocked: sign in with another method{wait} to "
+            f"unblock it, or contact {support}.")
+
+
+def send_code(ctx, kind: str, destination: str, purpose: str) -> str | None:
+    """Issue a passcode and send it; returns an error message for the page, or None.
+
+    The new code is committed together with the send throttle's count; when a throttle
+    refuses, both are rolled back and the code sent earlier stays valid."""
+    code = passcodes.issue(ctx.user.id, ctx.pending.id, kind, purpose, destination)
+    update_state(ctx, code_factor=kind, code_destination=destination, code_purpose=purpose)
+    try:
+        FACTORS[kind].send(destination, code, ctx.user.id, ctx.client)
+    except ThrottledError as exc:
+        if exc.reason == "throttled:destination":
+            if passcodes.live_code(ctx.user.id, ctx.pending.id, kind, purpose, destination):
+                return exc.user_message  # a Resend too soon: the code sent is still valid
+            # The code sent moments ago belongs to another sign-in: it cannot be used here.
+            return (f"A passcode was sent to {FACTORS[kind].describe(destination)} moments "
+                    f"ago. Wait {exc.retry_after} seconds, then select Resend.")
+        return exc.user_message
+    except DeliveryError as exc:
+        # Never delivered: it must not pass for "the passcode already sent".
+        passcodes.revoke(ctx.user.id, ctx.pending.id, kind, purpose)
+        db.session.commit()
+        return exc.user_message
+    audit.record("mfa_passcode_sent", user_id=ctx.user.id, client_id=ctx.client.client_id,
+                 factor=kind, purpose=purpose)
+    db.session.commit()
+    return None
+
+
+def notify(ctx, template: str, context: dict, emails: list[str | None] = (),
+            phones: list[str | None] = (), sms_text: str | None = None) -> None:
+    """Security notices; a failed notice is logged, never an obstacle."""
+    for address in dict.fromkeys(a for a in emails if a):
+        try:
+            send_email(address, template, context, kind="notice", user_id=ctx.user.id,
+                       client=ctx.client)
+        except DeliveryError as exc:
+            log.warning("notice %s not sent: %s", template, exc.reason)
+    for phone in dict.fromkeys(p for p in phones if p):
+        try:
+            send_sms(phone, "notice", {"text": sms_text}, kind="notice", user_id=ctx.user.id,
+                     client=ctx.client)
+        except (DeliveryError, PhoneNumberError) as exc:
+            log.warning("SMS notice not sent: %s", exc)
+
+
+def factor_row(user_id: int, kind: str) -> MfaFactor | None:
+    return db.session.scalar(db.select(MfaFactor).filter_by(user_id=user_id, kind=kind))
+
+
+def save_factor(ctx, kind: str, destination: str | None = None,
+                 secret_encrypted: str | None = None, last_step: int = 0) -> MfaFactor:
+    """Enroll or replace a factor; replacing one forgets every remembered device."""
+    row = factor_row(ctx.user.id, kind)
+    changed = row is not None
+    if row is None:
+        row = MfaFactor(user_id=ctx.user.id, kind=kind)
+        db.session.add(row)
+    row.destination, row.secret_encrypted, row.last_step = destination, secret_encrypted, last_step
+    row.last_used_at = utcnow()
+    account = lockout.account_for(ctx.user.id)
+    account.enrolled_at = account.enrolled_at or utcnow()
+    if changed:
+        devices.forget(ctx.user.id, None, reason="factor_changed")
+    audit.record("mfa_factor_changed" if changed else "mfa_factor_added", user_id=ctx.user.id,
+                 client_id=ctx.client.client_id, factor=kind)
+    return row
+
+
+def recovery_codes_page(ctx, codes: list[str]):
+    """Show new recovery codes once; they are not stored anywhere in the clear."""
+    response = current_app.make_response(
+        page("mfa/recovery_codes.html", ctx, codes=codes, continue_url=resume_url(ctx.pending))
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def after_setup(ctx):
+    """After a factor is set up: the first time, ten recovery codes; then on with sign-in."""
+    if RecoveryFactor.remaining(ctx.user.id) == 0:
+        codes = RecoveryFactor.generate(ctx.user.id)
+        db.session.commit()
+        return recovery_codes_page(ctx, codes)
+    return resume(ctx)
+
+
+def login_first(ctx):
+    return redirect(resume_url(ctx.pending))
+
+
+def setup_interaction(pending_id: str):
+    """A factor set-up page's sign-in: ``(ctx, purpose, None)``, or ``(ctx, None, response)``
+    when the person belongs elsewhere (the password first, or on with the sign-in)."""
+    ctx = interaction(pending_id)
+    if ctx.user is None:
+        return ctx, None, login_first(ctx)
+    purpose = setup_purpose(ctx)
+    if purpose is None:
+        return ctx, None, resume(ctx)
+    return ctx, purpose, None
+
+
+def locked_error(ctx, kind: str, purpose: str) -> str | None:
+    """None when a code of ``kind`` may be checked now, else the message saying why not:
+    the account's cool-down, or ``kind`` blocked after too many failures in a row.
+
+    On a POST this admits the check that follows (:func:`lockout.admit_attempt`, counted in
+    this request's transaction, which holds the account's lock until it commits): the
+    answer is checked only when this returns None, and :func:`_failure_message` records a
+    failure (a POST that checks nothing, its form invalid, ends without a commit and counts
+    for nothing). A refused try is counted as ``locked`` and never checked."""
+    if request.method != "POST":
+        if lockout.locked_until(ctx.user.id) or lockout.is_blocked(ctx.user.id, kind):
+            return locked_message(ctx, kind)
+        return None
+    attempt = lockout.admit_attempt(ctx.user.id, kind)
+    if attempt.admitted:
+        ctx.extras["mfa_attempt"] = attempt
+        return None
+    db.session.commit()  # nothing was counted; a cool-down may have started
+    mfa_metrics.checked(kind, purpose, "locked")
+    return locked_message(ctx, kind)
+
+
+def setup_purpose(ctx) -> str | None:
+    """Why this sign-in may set up a factor now: ``enroll`` (enrolling, with the MFA email
+    verified first) or ``modify`` (Modify MFA Options, after passing the challenge). None
+    otherwise: a password alone never adds a factor, whatever URL is opened."""
+    if modify_allowed(ctx):
+        return "modify"
+    if enrolling(ctx) and policy.mfa_email(ctx.user) is not None:
+        return "enroll"
+    return None
+
+
