@@ -1,12 +1,9 @@
-"""The ``idp`` command's admin groups (clients, users, keys, demo, delivery); the program
-itself is ``idp.console``."""
+"""``idp clients``: register and configure relying parties."""
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
-import sys
 from pathlib import Path
 
 import click
@@ -14,9 +11,9 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from idp import audit
-from idp.accounts import create_user
+from idp.cli.common import check_length, echo_json
 from idp.extensions import db
-from idp.models import AUTH_METHODS, GRANT_TYPES, Client, SigningKey, User
+from idp.models import AUTH_METHODS, GRANT_TYPES, Client
 from idp.oauth import uris
 from idp.plugins import PluginRegistry
 from idp.security import digest, random_token
@@ -51,10 +48,6 @@ def _check_uri(uri: str, field: str) -> str:
         click.echo(f"Warning: {option} {warning}.", err=True)
     return uri
 
-
-def _check_length(value: str | None, what: str, limit: int) -> None:
-    if value is not None and len(value) > limit:
-        raise click.BadParameter(f"at most {limit} characters", param_hint=what)
 
 
 def _read_text(path: str, what: str) -> str:
@@ -141,7 +134,7 @@ def _apply_client_options(client: Client, params: dict, registry: PluginRegistry
     for param, hint, limit in (("name", "--name", 200), ("display_name", "--display-name", 200),
                                ("help_contact", "--help-contact", 500),
                                ("scope", "--scope", 500)):
-        _check_length(params.get(param), hint, limit)
+        check_length(params.get(param), hint, limit)
     if params.get("jwks_uri") and params.get("jwks_file"):
         raise click.UsageError("Give --jwks-uri or --jwks-file, not both.")
     simple = {"name": "name", "backchannel_logout_uri": "backchannel_logout_uri",
@@ -213,9 +206,6 @@ def _find_client(client_id: str) -> Client:
     return client
 
 
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
 
 def build_clients_group(registry: PluginRegistry) -> click.Group:
     @click.group("clients", help="Register and configure relying parties.")
@@ -255,7 +245,7 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
         data = client_to_dict(client, registry)
         if secret:
             data["client_secret"] = secret
-        _echo_json(data)
+        echo_json(data)
 
     add_plugin_options(create)
 
@@ -284,7 +274,7 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
         data = client_to_dict(client, registry)
         if secret:
             data["client_secret"] = secret
-        _echo_json(data)
+        echo_json(data)
 
     add_plugin_options(update)
 
@@ -293,14 +283,14 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
     def list_clients():
         """List clients as JSON."""
         rows = db.session.scalars(db.select(Client).order_by(Client.id))
-        _echo_json([client_to_dict(c, registry) for c in rows])
+        echo_json([client_to_dict(c, registry) for c in rows])
 
     @clients.command("show")
     @click.argument("client_id")
     @with_appcontext
     def show(client_id):
         """Show one client as JSON."""
-        _echo_json(client_to_dict(_find_client(client_id), registry))
+        echo_json(client_to_dict(_find_client(client_id), registry))
 
     @clients.command("delete")
     @click.argument("client_id")
@@ -335,266 +325,6 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
             raise click.ClickException(f"Client {client_id!r} does not use a client secret.")
         audit.record("client_secret_rotated", client_id=client_id)
         db.session.commit()
-        _echo_json({"client_id": client_id, "client_secret": secret})
+        echo_json({"client_id": client_id, "client_secret": secret})
 
     return clients
-
-
-# --- users ------------------------------------------------------------------------------
-
-
-@click.group("users", help="Create, list, disable and enable accounts.")
-def users():
-    pass
-
-
-@users.command("create")
-@click.option("--username", required=True)
-@click.option("--email", required=True)
-@click.option("--phone")
-@click.option("--name")
-@click.option("--created-at", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="Account creation date (YYYY-MM-DD), for accounts moved from elsewhere.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@with_appcontext
-def users_create(username, email, phone, name, created_at, password_stdin):
-    """Create an account; prints a random password when none is given."""
-    if (not username or len(username) > 150 or username != username.strip()
-            or not username.isprintable()):
-        raise click.BadParameter("the user name must be 1-150 printable characters without "
-                                 "outer spaces", param_hint="--username")
-    if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
-        raise click.BadParameter("not an email address", param_hint="--email")
-    if db.session.scalar(db.select(User.id).filter_by(username=username)):
-        raise click.ClickException(f"The user name {username!r} is taken.")
-    generated = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 8:
-            raise click.ClickException("The password must have at least 8 characters.")
-    else:
-        password = generated = secrets.token_urlsafe(12)
-    _check_length(phone, "--phone", 32)
-    _check_length(name, "--name", 200)
-    user = create_user(username, email, password, phone=phone, created_at=created_at, name=name)
-    db.session.flush()
-    audit.record("user_created", user_id=user.id, source="cli")
-    db.session.commit()
-    out = {"username": user.username, "sub": user.sub, "email": user.email,
-           "created_at": user.created_at.isoformat()}
-    if generated:
-        out["password"] = generated
-    _echo_json(out)
-
-
-@users.command("set-password")
-@click.argument("username")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@with_appcontext
-def users_set_password(username, password_stdin):
-    """Give a user a new password (printed when none is given). Their sessions end, their
-    remembered devices are forgotten and a notice goes to their email."""
-    from idp.accounts import change_password
-
-    user = db.session.scalar(db.select(User).filter_by(username=username))
-    if user is None:
-        raise click.ClickException(f"No user named {username!r}.")
-    generated = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 8:
-            raise click.ClickException("The password must have at least 8 characters.")
-    else:
-        password = generated = secrets.token_urlsafe(12)
-    ended = change_password(user, password, source="cli")
-    out = {"username": username, "sessions_ended": ended}
-    if generated:
-        out["password"] = generated
-    _echo_json(out)
-
-
-def _set_disabled(username: str, disabled: bool) -> None:
-    from idp.accounts import set_disabled
-
-    user = db.session.scalar(db.select(User).filter_by(username=username))
-    if user is None:
-        raise click.ClickException(f"No user named {username!r}.")
-    ended = set_disabled(user, disabled, source="cli")
-    out = {"username": username, "disabled": disabled}
-    if ended is not None:
-        out.update(sessions_ended=ended.sessions_ended, tokens_revoked=ended.tokens_revoked)
-    _echo_json(out)
-
-
-@users.command("disable")
-@click.argument("username")
-@with_appcontext
-def users_disable(username):
-    """Disable an account: it can no longer sign in, its sessions end (with back-channel
-    logout) and its tokens are revoked."""
-    _set_disabled(username, True)
-
-
-@users.command("enable")
-@click.argument("username")
-@with_appcontext
-def users_enable(username):
-    """Enable a disabled account again (it signs in anew; nothing ended comes back)."""
-    _set_disabled(username, False)
-
-
-@users.command("list")
-@with_appcontext
-def users_list():
-    """List accounts (user name, email, creation date)."""
-    for user in db.session.scalars(db.select(User).order_by(User.id)):
-        click.echo(f"{user.username}\t{user.email}\t{user.created_at:%Y-%m-%d}\t{user.sub}")
-
-
-# --- keys -------------------------------------------------------------------------------
-
-
-@click.group("keys", help="Manage the ID token signing keys and the encryption key.")
-def keys_group():
-    pass
-
-
-@keys_group.command("rotate")
-@with_appcontext
-def keys_rotate():
-    """Start signing with a new key; the old one stays published until its tokens expire."""
-    from idp.oauth import keys
-
-    key = keys.rotate()
-    click.echo(f"New signing key {key.kid}.")
-    retired = db.session.scalars(
-        db.select(SigningKey).where(SigningKey.retired_at.is_not(None),
-                                    SigningKey.publish_until > key.created_at)
-    ).all()
-    for old in retired:
-        click.echo(f"Key {old.kid} stays published until {old.publish_until:%Y-%m-%d %H:%M} "
-                   "UTC, for the tokens it signed.")
-
-
-@keys_group.command("list")
-@with_appcontext
-def keys_list():
-    """List signing keys and whether they are published."""
-    from idp.oauth import keys
-
-    published = {k.kid for k in keys.published_keys()}
-    for key in db.session.scalars(db.select(SigningKey).order_by(SigningKey.id)):
-        status = "active" if key.active else ("published" if key.kid in published else "retired")
-        line = f"{key.kid}\t{key.alg}\t{status}\t{key.created_at:%Y-%m-%d %H:%M}"
-        if status == "published":
-            line += f"\tuntil {key.publish_until:%Y-%m-%d %H:%M}"
-        click.echo(line)
-
-
-@keys_group.command("reencrypt")
-@with_appcontext
-def keys_reencrypt():
-    """Encrypt every stored secret (signing keys, authentication-app secrets, ...) with the
-    current IDP_ENCRYPTION_KEY, in one transaction; afterwards the old keys can be dropped
-    from IDP_ENCRYPTION_OLD_KEYS (once pending sign-ins made with them have expired)."""
-    from idp import crypto
-
-    columns = current_app.extensions["idp.registry"].encrypted_columns
-    try:
-        moved = crypto.reencrypt(columns)
-    except crypto.UndecryptableValue as exc:
-        db.session.rollback()
-        raise click.ClickException(f"Nothing was changed: {exc}.") from None
-    total = sum(moved.values())
-    audit.record("secrets_reencrypted", count=total, key_id=crypto.keyring().current.kid)
-    db.session.commit()
-    for name, count in moved.items():
-        click.echo(f"{name}\t{count}")
-    click.echo(f"Moved {total} encrypted value{'s' if total != 1 else ''} to the current key "
-               f"({crypto.keyring().current.kid}).")
-
-
-# --- demo -------------------------------------------------------------------------------
-
-
-@click.group("demo", help="Demo data for the embedded setup.")
-def demo():
-    pass
-
-
-@demo.command("seed")
-@with_appcontext
-def demo_seed():
-    """Register the demo applications and users, only when the database is empty."""
-    from idp.demo import seed
-
-    registry = current_app.extensions["idp.registry"]
-    try:
-        result = seed(registry)
-    except OSError as exc:
-        raise click.ClickException(f"Demo seed failed, nothing was created: {exc}") from None
-    if result is None:
-        click.echo("The database already has data: demo seed skipped.")
-        return
-    click.echo(result)
-
-
-@click.group("delivery", help="Check that email and SMS reach people.")
-def delivery():
-    pass
-
-
-@delivery.command("test-email")
-@click.option("--to", "to", required=True, help="Address to send a test message to.")
-@with_appcontext
-def delivery_test_email(to):
-    """Send a test email with the configured backend."""
-    from idp.delivery import DeliveryError, send_email
-
-    try:
-        send_email(to, "test_message", kind="notice")
-    except DeliveryError as exc:
-        raise click.ClickException(f"Not sent: {exc.reason}") from None
-    click.echo(f"Sent a test email to {to} with {current_app.config['IDP_MAIL_BACKEND']}.")
-
-
-@delivery.command("test-sms")
-@click.option("--to", "to", required=True, help="US mobile number to send a test message to.")
-@with_appcontext
-def delivery_test_sms(to):
-    """Send a test text message with the configured backend."""
-    from idp.delivery import DeliveryError, PhoneNumberError, send_sms
-
-    try:
-        send_sms(to, "notice", {"text": "This is a test message."}, kind="notice")
-    except PhoneNumberError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
-    except DeliveryError as exc:
-        raise click.ClickException(f"Not sent: {exc.reason}") from None
-    click.echo(f"Sent a test text message with {current_app.config['IDP_SMS_BACKEND']}.")
-
-
-@click.group("maintenance", help="Housekeeping for operators.")
-def maintenance():
-    pass
-
-
-@maintenance.command("prune")
-@with_appcontext
-def maintenance_prune():
-    """Delete sessions, codes, tokens and pending sign-ins that expired a week ago."""
-    from idp.maintenance import prune
-
-    for name, count in prune().items():
-        click.echo(f"{name}\t{count}")
-
-
-def init_app(app, registry: PluginRegistry) -> None:
-    app.cli.add_command(build_clients_group(registry))
-    app.cli.add_command(users)
-    app.cli.add_command(keys_group)
-    app.cli.add_command(demo)
-    app.cli.add_command(maintenance)
-    app.cli.add_command(delivery)
-    for group in registry.cli_groups:
-        app.cli.add_command(group)
