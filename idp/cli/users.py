@@ -41,13 +41,7 @@ def users_create(username, email, phone, name, created_at, password_stdin):
         raise click.BadParameter("not an email address", param_hint="--email")
     if db.session.scalar(db.select(User.id).filter_by(username=username)):
         raise click.ClickException(f"The user name {username!r} is taken.")
-    generated = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 8:
-            raise click.ClickException("The password must have at least 8 characters.")
-    else:
-        password = generated = secrets.token_urlsafe(12)
+    password, generated = _new_password(password_stdin)
     check_length(phone, "--phone", 32)
     check_length(name, "--name", 200)
     user = create_user(username, email, password, phone=phone, created_at=created_at, name=name)
@@ -59,6 +53,18 @@ def users_create(username, email, phone, name, created_at, password_stdin):
     if generated:
         out["password"] = generated
     echo_json(out)
+
+
+def _new_password(from_stdin: bool) -> tuple[str, str | None]:
+    """The password read from standard input (at least 8 characters), or a random one to
+    print: ``(password, the generated one or None)``."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 8:
+            raise click.ClickException("The password must have at least 8 characters.")
+        return password, None
+    password = secrets.token_urlsafe(12)
+    return password, password
 
 
 @users.command("set-password")
@@ -73,13 +79,7 @@ def users_set_password(username, password_stdin):
     user = db.session.scalar(db.select(User).filter_by(username=username))
     if user is None:
         raise click.ClickException(f"No user named {username!r}.")
-    generated = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 8:
-            raise click.ClickException("The password must have at least 8 characters.")
-    else:
-        password = generated = secrets.token_urlsafe(12)
+    password, generated = _new_password(password_stdin)
     ended = change_password(user, password, source="cli")
     out = {"username": username, "sessions_ended": ended}
     if generated:
