@@ -51,7 +51,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache build dist
 
 # The benchmark (docs/performance.md): the IdP under gunicorn with production settings, one
 # worker on one CPU and the load generator on the other; prints every figure beside its target.

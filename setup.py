@@ -14,8 +14,13 @@ BUNDLED = ("templates", "migrations")
 
 class BuildWithHome(build_py):
     def run(self):
+        editable = getattr(self, "editable_mode", False)
+        if not editable:
+            # A build folder left by an earlier build would ship files since removed.
+            for package in ("idp", "plugins"):
+                shutil.rmtree(Path(self.build_lib) / package, ignore_errors=True)
         super().run()
-        if getattr(self, "editable_mode", False):
+        if editable:
             return
         home = Path(self.build_lib) / "idp" / "_home"
         for name in BUNDLED:

@@ -151,6 +151,7 @@ def _configure_flask(app: Flask, settings) -> None:
             url = "sqlite:///" + str(Path(app.instance_path) / "idp.db")
         config["SQLALCHEMY_DATABASE_URI"] = url
     config["SQLALCHEMY_DATABASE_URI"] = settings.database_url(config["SQLALCHEMY_DATABASE_URI"])
+    settings.check_optional_parts(config)
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", settings.engine_options(config))
     https = config["IDP_ISSUER"].startswith("https://")
     config.update(

@@ -285,6 +285,26 @@ def check_choices(config: dict[str, Any]) -> None:
             raise ConfigError(f"{name} must start with https:// or http://.")
 
 
+# The optional parts a setting needs: (setting, does this value need it, module, extra).
+OPTIONAL_PARTS = [
+    ("IDP_REDIS_URL", bool, "redis", "redis"),
+    ("SQLALCHEMY_DATABASE_URI", lambda url: str(url).startswith("postgresql"), "psycopg",
+     "postgres"),
+]
+
+
+def check_optional_parts(config: dict[str, Any]) -> None:
+    """A setting whose library is not installed (an extra left out) stops the start with
+    the command that installs it, not the first request with a traceback."""
+    from importlib.util import find_spec
+
+    for name, needs, module, extra in OPTIONAL_PARTS:
+        value = config.get(name)
+        if value and needs(value) and find_spec(module) is None:
+            raise ConfigError(f"{name} needs the {module} package, which is not installed: "
+                              f"pip install 'idp[{extra}]'.")
+
+
 def check_production(config: dict[str, Any]) -> None:
     """Refuse to start a production configuration that is unsafe."""
     check_choices(config)

@@ -62,7 +62,11 @@ def prune(now: datetime | None = None) -> dict[str, int]:
     from idp.plugins import get_registry
 
     for plugin_statements in get_registry(current_app).prune_statements:
-        statements.update(plugin_statements(now, cutoff))
+        for name, statement in plugin_statements(now, cutoff).items():
+            if name in statements:
+                raise ValueError(f"A plugin's prune statement {name!r} has a name taken "
+                                 "already.")
+            statements[name] = statement
     counts = {}
     for name, statement in statements.items():
         counts[name] = db.session.execute(statement).rowcount

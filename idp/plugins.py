@@ -107,7 +107,6 @@ class PluginRegistry:
         if not any(known is column for known in self.encrypted_columns):
             self.encrypted_columns.append(column)
 
-
     def add_prune(self, statements: Callable[[Any, Any], dict]) -> None:
         """``statements(now, cutoff)`` returns ``{name: DELETE statement}`` for the plugin's
         rows that can no longer be used (``cutoff`` is ``now`` less the grace period the
@@ -141,12 +140,14 @@ def load_plugins(spec: str) -> list[Any]:
                 plugin = entry_point.load()
             else:
                 plugin = getattr(importlib.import_module(path), "plugin", None)
-        except ImportError as exc:
+        except (ImportError, AttributeError) as exc:
             raise ConfigError(f"IDP_PLUGINS names {path!r}, which cannot be imported: "
                               f"{exc}.") from exc
         if plugin is None or not callable(getattr(plugin, "init_app", None)):
             raise ConfigError(f"IDP_PLUGINS names {path!r}, which has no `plugin` object "
                               "with an init_app(app, registry) method.")
+        if any(known is plugin for known in plugins):
+            continue  # the same plugin named twice (by its entry point and its module)
         plugins.append(plugin)
     return plugins
 

@@ -1,5 +1,5 @@
 """The container's parts that run without Docker: ``docker/entrypoint`` (migrations, then
-gunicorn with ``gunicorn.conf.py``; a command instead of the server; the demo seed) run from
+gunicorn with ``idp.gunicorn_conf``; a command instead of the server; the demo seed) run from
 the checkout as the image runs it, and ``docker/compose.yaml`` checked against the project
 (its settings are the IdP's own and valid, its files and build targets exist)."""
 
@@ -36,7 +36,8 @@ COMMAND_TIMEOUT = 60.0
 
 def image_environment(tmp_path: Path, **settings: str) -> dict:
     """The environment the image gives the entrypoint (see docker/Dockerfile), with the
-    checkout in place of /app and the virtualenv's commands on the PATH."""
+    virtualenv's commands on the PATH; the image's package carries its templates and
+    migrations, the checkout's are named by IDP_HOME here."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("IDP_", "GUNICORN_", "PROMETHEUS_")) and k != "WEB_CONCURRENCY"}
     env.update({

@@ -380,3 +380,10 @@ def test_the_plugin_api_check_would_see_another_import(tmp_path):
                      "def f():\n    import idp.oauth.server\n")
     assert [line.split()[-1] for line in core_imports_besides_the_api(probe, tmp_path)] == [
         "idp", "idp.oauth.server"]
+
+
+def test_a_plugin_named_by_its_entry_point_and_its_module_loads_once(tmp_path, database_url):
+    from idp import create_app
+
+    app = create_app(base_config(tmp_path, IDP_PLUGINS="mfa, plugins.mfa"))
+    assert [plugin.name for plugin in app.extensions["idp.registry"].plugins] == ["mfa"]

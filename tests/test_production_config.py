@@ -103,3 +103,18 @@ def test_mfa_limits_are_accepted_only_within_their_ranges(tmp_path, monkeypatch,
 def test_client_jwks_fetch_settings_out_of_range_are_refused_by_name(tmp_path, monkeypatch,
                                                                       name, value):
     assert_setting_refused(tmp_path, monkeypatch, name, value)
+
+
+@pytest.mark.parametrize(("settings", "module"), [
+    ({"IDP_REDIS_URL": "redis://127.0.0.1:1/0"}, "redis"),
+    ({"SQLALCHEMY_DATABASE_URI": "postgresql://idp@127.0.0.1:1/idp"}, "psycopg"),
+])
+def test_a_setting_whose_optional_library_is_missing_stops_the_start_naming_the_extra(
+        tmp_path, monkeypatch, settings, module):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == module else real(name, *args))
+    with pytest.raises(ConfigError, match=r"pip install 'idp\[(redis|postgres)\]'"):
+        create_app(base_config(tmp_path, **settings))

@@ -35,8 +35,8 @@ def free_port() -> int:
 
 
 # What a build needs from the checkout (copied, so that no build/ folder is left in it).
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "idp", "plugins", "templates",
-           "migrations")
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "CHANGELOG.md",
+           "constraints.txt", "idp", "plugins", "templates", "migrations")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,17 @@ def wheel(tmp_path_factory) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_home"))
         else:
             shutil.copy(ROOT / name, source / name)
+    # The wheel is built from the source distribution, as a package index would build it.
+    builder = tmp_path_factory.mktemp("builder")
+    subprocess.run([sys.executable, "-m", "venv", str(builder)], check=True, timeout=300)
+    subprocess.run([str(builder / "bin" / "pip"), "install", "--quiet",
+                    "--disable-pip-version-check", "build"], check=True, timeout=600)
+    subprocess.run([str(builder / "bin" / "python"), "-m", "build", "--sdist", "--outdir",
+                    str(out), str(source)], check=True, timeout=600, cwd=out,
+                   capture_output=True)
+    (sdist,) = out.glob("idp-*.tar.gz")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--wheel-dir", str(out), str(source)], check=True, timeout=600, cwd=out)
+                    "--wheel-dir", str(out), str(sdist)], check=True, timeout=600, cwd=out)
     (built,) = out.glob("idp-*.whl")
     return built
 

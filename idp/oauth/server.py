@@ -1,7 +1,7 @@
 """The authorization server: Authlib's framework assembled with our storage and our stricter
 rules (tokens.py, grants.py, client_auth.py, resource.py, revocation.py, introspection.py).
 
-Where Authlib is more lenient than we want, the gap is closed here:
+Where Authlib is more lenient than we want, those modules close the gap:
 - PKCE accepts only S256, and is required for public clients and flagged clients;
 - used codes are kept (marked used), so a replayed code revokes what it issued;
 - refresh tokens rotate atomically and reuse revokes the whole family;

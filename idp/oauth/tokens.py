@@ -3,7 +3,6 @@ revoking them, with the statements of the hot paths built once."""
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
@@ -16,8 +15,6 @@ from idp.extensions import db
 from idp.models import AUTH_METHODS, AuthorizationCode, Client, Token, User, find_client
 from idp.security import digest, random_token
 from idp.timeutil import utcnow
-
-log = logging.getLogger(__name__)
 
 SECRET_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
 

@@ -33,7 +33,7 @@ def _available(user_id: int) -> tuple[list[str], dict[str, MfaFactor]]:
 
     A kind blocked after too many failures in a row is not offered. On a POST it stays in
     the list, last, so that an answer typed on a page shown before the block is refused as
-    such (see :func:`_locked_error`) rather than checked as a code of another factor. When
+    such (see :func:`locked_error`) rather than checked as a code of another factor. When
     every factor is blocked, one of them is kept (one that meets AAL2 first) for the page to
     say what to do."""
     rows = {f.kind: f for f in policy.enrolled_factors(user_id)}

@@ -80,7 +80,7 @@ def passed(ctx, kind: str, remember: bool, **extra_state) -> None:
 def failure_message(ctx, outcome: passcodes.Outcome | None,
                      attempt: lockout.Attempt | None = None) -> str:
     """Record a failed check, the ``attempt`` admitted for it (by default the one
-    :func:`_locked_error` admitted); the message says what to do next. A cool-down or a
+    :func:`locked_error` admitted); the message says what to do next. A cool-down or a
     block that starts now is also told to the user by email."""
     attempt = attempt or ctx.extras.pop("mfa_attempt", None)
     if outcome is passcodes.Outcome.EXPIRED:
@@ -257,7 +257,7 @@ def locked_error(ctx, kind: str, purpose: str) -> str | None:
 
     On a POST this admits the check that follows (:func:`lockout.admit_attempt`, counted in
     this request's transaction, which holds the account's lock until it commits): the
-    answer is checked only when this returns None, and :func:`_failure_message` records a
+    answer is checked only when this returns None, and :func:`failure_message` records a
     failure (a POST that checks nothing, its form invalid, ends without a commit and counts
     for nothing). A refused try is counted as ``locked`` and never checked."""
     if request.method != "POST":

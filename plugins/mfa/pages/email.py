@@ -3,6 +3,7 @@ itself, and what it may verify."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from flask import current_app, flash, redirect, render_template, request, url_for
@@ -25,8 +26,10 @@ from idp.plugin_api import (
 from plugins.mfa import devices, links, lockout, policy
 from plugins.mfa.forms import ContinueForm, EmailForm, ResendForm, VerifyEmailChoiceForm
 from plugins.mfa.models import EmailVerification, MfaFactor
-from plugins.mfa.pages.common import bp, factor_row, interaction, log, login_first, page, resume
+from plugins.mfa.pages.common import bp, factor_row, interaction, login_first, page, resume
 from plugins.mfa.steps import enrolling, state, update_state
+
+log = logging.getLogger(__name__)
 
 
 def _link_url(token: str) -> str:
