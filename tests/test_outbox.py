@@ -243,3 +243,12 @@ def test_delivery_test_sms_refuses_a_number_outside_the_us(app, runner):
     assert "Traceback" not in result.output
     assert "--to" in result.output
     assert outbox_rows() == []
+
+
+@pytest.mark.parametrize("app_config", [OUTBOX_ON])
+@pytest.mark.parametrize("path", ["/dev/outbox", "/dev/outbox.json"])
+def test_the_outbox_with_its_passcodes_and_links_is_never_cached(app, client, path):
+    passcode_sms()
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"

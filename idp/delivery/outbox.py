@@ -17,6 +17,13 @@ from idp.models import OutboxMessage
 
 bp = Blueprint("outbox", __name__, url_prefix="/dev")
 
+
+@bp.after_request
+def _never_cached(response):
+    """The outbox shows passcodes and links: no browser or proxy keeps a copy."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
 # A URL, without the punctuation that ends the sentence around it.
 URL = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]")
 
