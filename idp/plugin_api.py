@@ -7,9 +7,10 @@ The groups, by what a plugin does with them:
 - **Registering** (in ``init_app``): :class:`PluginRegistry`, :class:`ClientSetting`,
   :class:`AcrLevel`; :func:`check_range` and :class:`ConfigError` to refuse bad settings.
 - **Sign-in steps**: :class:`Step` and :class:`SignInContext` (a step's ``needed(ctx)``);
-  on a step's page :func:`load_pending` and :func:`load_context` (its progress bound to the
-  user signed in now), then :func:`continue_sign_in` when the step is done, or a redirect
-  to :func:`resume_url`; :func:`record_authentication` records a method checked;
+  on a step's page :func:`load_interaction` (the pending request with its progress bound to
+  the user signed in now; a form posted for someone else does nothing), then
+  :func:`continue_sign_in` when the step is done, or a redirect to :func:`resume_url`;
+  :func:`record_authentication` records a method checked;
   :func:`current_session`, :func:`browser_id`; :data:`OWNER_STATE` and
   :func:`progress_owner` say whose progress a pending request holds.
 - **Data**: ``db`` (Flask-SQLAlchemy; plugin models subclass ``db.Model``),
@@ -53,7 +54,7 @@ from idp.delivery import (
 from idp.errors import InteractionError
 from idp.extensions import db, dialect_insert, insert_unless_present
 from idp.models import Client, PendingAuthorization, SsoSession, User
-from idp.oauth.authorize import continue_sign_in, load_pending, resume_url
+from idp.oauth.authorize import continue_sign_in, load_interaction, load_pending, resume_url
 from idp.oauth.issuer import issuer
 from idp.plugins import ClientSetting, PluginRegistry
 from idp.security import digest, random_token
@@ -66,7 +67,8 @@ __all__ = [
     "SignInContext", "SsoSession", "Step", "ThrottledError", "User", "audit", "browser_id",
     "check_range", "continue_sign_in", "current_session", "db", "decrypt", "dialect_insert",
     "digest", "encrypt", "end_all_sessions_and_revoke", "epoch", "insert_unless_present",
-    "issuer", "keyed_digest", "load_context", "load_pending", "mask_email", "mask_phone",
+    "issuer", "keyed_digest", "load_context", "load_interaction", "load_pending", "mask_email",
+    "mask_phone",
     "normalize_us_phone", "password_changed", "progress_owner", "random_token",
     "record_authentication", "resume_url", "send_email", "send_sms",
     "sign_in_progress_discarded", "utcnow",

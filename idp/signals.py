@@ -3,7 +3,7 @@
 ``password_changed(app, user=...)``: a user's password was changed (the MFA plugin forgets
 that user's remembered devices).
 
-``sign_in_progress_discarded(app, pending=..., previous_user_id=...)``: a pending sign-in's
+``sign_in_progress_discarded(app, pending=...)``: a pending sign-in's
 progress was discarded because another user, session or authentication event took it over
 (the MFA plugin revokes the codes it sent for it).
 """

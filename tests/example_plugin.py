@@ -22,9 +22,8 @@ from idp.plugin_api import (
     PluginRegistry,
     SignInContext,
     Step,
-    current_session,
     db,
-    load_pending,
+    load_interaction,
     record_authentication,
     resume_url,
 )
@@ -63,18 +62,15 @@ class ExampleStep(Step):
 
 @bp.route("/step/<pending_id>", methods=["GET", "POST"])
 def step(pending_id: str):
-    pending = load_pending(pending_id)
-    session = current_session()
-    if session is None:
-        return redirect(resume_url(pending))
+    ctx = load_interaction(pending_id)  # the progress of the user signed in now
+    if ctx.session is None:
+        return redirect(resume_url(ctx.pending))
     form = SecurityKeyForm()
     if form.validate_on_submit():
-        record_authentication(session.user, EXAMPLE_EVENT)
-        state = dict(pending.state or {})
-        state[STEP_NAME] = {"done": True}
-        pending.state = state
+        record_authentication(ctx.session.user, EXAMPLE_EVENT)
+        ctx.save_state(STEP_NAME, {"done": True})
         db.session.commit()
-        return redirect(resume_url(pending))
+        return redirect(resume_url(ctx.pending))
     return render_template_string(STEP_PAGE, form=form)
 
 

@@ -227,9 +227,7 @@ def bind_progress(pending: PendingAuthorization, session: SsoSession | None) -> 
                      user_id=previous.get("user") if previous else None,
                      client_id=pending.client_id,
                      reason=_discard_reason(previous, owner))
-        sign_in_progress_discarded.send(current_app._get_current_object(), pending=pending,
-                                        previous_user_id=previous.get("user") if previous
-                                        else None)
+        sign_in_progress_discarded.send(current_app._get_current_object(), pending=pending)
     return had_progress
 
 

@@ -10,13 +10,20 @@ from flask import Blueprint, current_app, redirect, render_template, request
 
 from idp import audit, metrics, ratelimit
 from idp.auth.forms import ConsentForm, LoginForm, TermsForm
-from idp.auth.pipeline import bind_progress, load_context
-from idp.auth.sessions import current_session, record_authentication
+from idp.auth.pipeline import bind_progress
+from idp.auth.sessions import record_authentication
 from idp.auth.steps import CONSENT_SCOPES, ConsentStep, TermsStep
 from idp.crypto import keyed_digest
 from idp.extensions import db, insert_unless_present, upsert
 from idp.models import Client, Consent, TermsAcceptance, User, find_client
-from idp.oauth.authorize import continue_sign_in, deny, load_pending, pipeline, resume_url
+from idp.oauth.authorize import (
+    continue_sign_in,
+    deny,
+    load_interaction,
+    load_pending,
+    pipeline,
+    resume_url,
+)
 from idp.passwords import hash_password, needs_rehash, verify_password
 from idp.security import digest
 from idp.timeutil import utcnow
@@ -149,8 +156,8 @@ def _step_interaction(pending_id: str, step_name: str):
     form shown to one user and posted after another signed in (another tab), or posted
     before the steps ahead of it were done (by someone who has only the password), does
     nothing."""
-    ctx = load_context(load_pending(pending_id), current_session())
-    if ctx.session is None or (request.method == "POST" and ctx.progress_discarded):
+    ctx = load_interaction(pending_id)
+    if ctx.session is None:
         db.session.commit()
         return ctx, redirect(resume_url(ctx.pending))
     if request.method == "POST":

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from flask import current_app, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import inspect as sa_inspect
@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit
 from idp.auth.acr import AcrLadder, amr_for
-from idp.auth.pipeline import AcrRequest, Pipeline, load_context
+from idp.auth.pipeline import AcrRequest, Pipeline, SignInContext, load_context
 from idp.auth.sessions import browser_id, current_session, note_client
 from idp.errors import InteractionError
 from idp.extensions import db
@@ -252,6 +252,18 @@ def load_pending(pending_id: str) -> PendingAuthorization:
     if pending.completed_at is not None:
         raise _finished_already()
     return pending
+
+
+def load_interaction(pending_id: str) -> SignInContext:
+    """The sign-in context of this browser's pending request ``pending_id``, its progress
+    bound to the user signed in now (``load_context``). A form posted after another user,
+    session or authentication event took the sign-in over was filled in for someone else:
+    it does nothing, and the browser goes back to the pipeline."""
+    ctx = load_context(load_pending(pending_id), current_session())
+    if ctx.progress_discarded and request.method == "POST":
+        db.session.commit()
+        abort(redirect(resume_url(ctx.pending)))
+    return ctx
 
 
 def _finished_already() -> InteractionError:

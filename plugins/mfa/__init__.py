@@ -17,7 +17,9 @@ from flask import Flask
 
 from idp.plugin_api import (
     ClientSetting,
+    ConfigError,
     PluginRegistry,
+    check_range,
     password_changed,
     sign_in_progress_discarded,
 )
@@ -35,8 +37,6 @@ def _apply_devices(settings: dict, params: dict) -> None:
 
 def _check_cutoff(value: str) -> None:
     """A cutoff that is not a date would fail every sign-in: refuse to start instead."""
-    from idp.plugin_api import ConfigError
-
     try:
         date.fromisoformat(value)
     except (TypeError, ValueError):
@@ -58,8 +58,6 @@ RANGES = {
 
 def _check_ranges(config) -> None:
     """Refuse to start with a limit outside its range, naming it."""
-    from idp.plugin_api import check_range
-
     for name, (low, high) in RANGES.items():
         check_range(config, name, low, high)
 
@@ -70,7 +68,7 @@ def _forget_devices_of(app, user, **extra) -> None:
     devices.forget(user.id, None, reason="password_changed")
 
 
-def _revoke_codes_of(app, pending, previous_user_id=None, **extra) -> None:
+def _revoke_codes_of(app, pending, **extra) -> None:
     """A sign-in's progress was discarded: the passcodes and links it sent die with it."""
     from plugins.mfa import passcodes
     from plugins.mfa.links import revoke_links_of_sign_in

@@ -37,11 +37,11 @@ def revoke_links_of_sign_in(pending_id: str) -> int:
     return _revoke(EmailVerification.pending_id == pending_id)
 
 
-def live_sign_in(row: EmailVerification) -> PendingAuthorization | None:
-    """The pending sign-in that sent the link, if the link may still act for it: not
-    finished, not expired, and its progress still that of the link's user in the SSO
-    session and authentication event that sent the link (not signed out, not taken over
-    by another user, no new password check since)."""
+def live_sign_in(row: EmailVerification) -> tuple[PendingAuthorization, SsoSession] | None:
+    """The pending sign-in that sent the link and its SSO session, if the link may still act
+    for it: not finished, not expired, and its progress still that of the link's user in
+    the live session and authentication event that sent the link (not signed out, not taken
+    over by another user, no new password check since)."""
     if row.pending_id is None:
         return None
     pending = db.session.get(PendingAuthorization, row.pending_id)
@@ -51,10 +51,9 @@ def live_sign_in(row: EmailVerification) -> PendingAuthorization | None:
     if owner.get("user") != row.user_id or not owner.get("sid"):
         return None
     session = db.session.scalar(db.select(SsoSession).filter_by(sid=owner["sid"]))
-    if (session is None or not session.is_live or session.user_id != row.user_id
-            or progress_owner(session) != owner):
+    if session is None or not session.is_live or progress_owner(session) != owner:
         return None
-    return pending
+    return pending, session
 
 
 def revoke_token(token_digest: str) -> int:
@@ -62,14 +61,11 @@ def revoke_token(token_digest: str) -> int:
     return _revoke(EmailVerification.token_digest == token_digest)
 
 
-def sent_for_modify(pending: PendingAuthorization, row: EmailVerification) -> bool:
-    """Whether the link is the one Modify MFA Options sent on this sign-in, after its
-    user passed the challenge there (the sign-in's progress is that user's: see
-    ``live_sign_in``)."""
+def sent_for_modify(pending: PendingAuthorization, session: SsoSession,
+                    row: EmailVerification) -> bool:
+    """Whether the link is the one Modify MFA Options sent on this live sign-in
+    (``live_sign_in``), after its user passed the challenge there."""
     mfa = (pending.state or {}).get(STATE) or {}
-    if not (mfa.get("link_purpose") == "modify" and mfa.get("link_sent_to") == row.address
-            and mfa.get("modify_requested") and mfa.get("challenge_passed")):
-        return False
-    session = db.session.scalar(db.select(SsoSession).filter_by(
-        sid=((pending.state or {}).get(OWNER_STATE) or {}).get("sid")))
-    return session is not None and second_factor_checked(session)
+    return (mfa.get("link_purpose") == "modify" and mfa.get("link_sent_to") == row.address
+            and bool(mfa.get("modify_requested")) and bool(mfa.get("challenge_passed"))
+            and second_factor_checked(session))

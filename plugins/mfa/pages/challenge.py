@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import request, url_for
 
-from idp.plugin_api import audit, db, utcnow
+from idp.plugin_api import audit, db, load_interaction, utcnow
 from plugins.mfa import lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import FACTORS, RecoveryFactor
@@ -14,7 +14,6 @@ from plugins.mfa.models import MfaFactor
 from plugins.mfa.pages.common import (
     bp,
     failure_message,
-    interaction,
     locked_error,
     login_first,
     notify,
@@ -51,7 +50,7 @@ def _available(user_id: int) -> tuple[list[str], dict[str, MfaFactor]]:
 
 @bp.route("/challenge/<pending_id>", methods=["GET", "POST"])
 def challenge(pending_id: str):
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     available, rows = _available(ctx.user.id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask import Blueprint, current_app, redirect, render_template, request
 
 from idp.plugin_api import (
     DeliveryError,
@@ -14,10 +14,8 @@ from idp.plugin_api import (
     ThrottledError,
     audit,
     continue_sign_in,
-    current_session,
     db,
-    load_context,
-    load_pending,
+    load_interaction,
     record_authentication,
     resume_url,
     send_email,
@@ -46,17 +44,6 @@ def _never_cached(response):
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def interaction(pending_id: str):
-    """The sign-in context of a pending request of this browser, its progress bound to the
-    user signed in now. A form posted after another user (session, event) took the sign-in
-    over was filled in for someone else: it does nothing, and the pipeline decides."""
-    ctx = load_context(load_pending(pending_id), current_session())
-    if ctx.progress_discarded and request.method == "POST":
-        db.session.commit()
-        abort(redirect(resume_url(ctx.pending)))
-    return ctx
 
 
 def resume(ctx):
@@ -242,7 +229,7 @@ def login_first(ctx):
 def setup_interaction(pending_id: str):
     """A factor set-up page's sign-in: ``(ctx, purpose, None)``, or ``(ctx, None, response)``
     when the person belongs elsewhere (the password first, or on with the sign-in)."""
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return ctx, None, login_first(ctx)
     purpose = setup_purpose(ctx)

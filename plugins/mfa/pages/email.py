@@ -18,6 +18,7 @@ from idp.plugin_api import (
     db,
     digest,
     issuer,
+    load_interaction,
     mask_email,
     random_token,
     send_email,
@@ -26,7 +27,7 @@ from idp.plugin_api import (
 from plugins.mfa import devices, links, lockout, policy
 from plugins.mfa.forms import ContinueForm, EmailForm, ResendForm, VerifyEmailChoiceForm
 from plugins.mfa.models import EmailVerification, MfaFactor
-from plugins.mfa.pages.common import bp, factor_row, interaction, login_first, page, resume
+from plugins.mfa.pages.common import bp, factor_row, login_first, page, resume
 from plugins.mfa.steps import enrolling, state, update_state
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _link_used_since(ctx) -> bool:
 
 @bp.route("/verify-email/<pending_id>", methods=["GET", "POST"])
 def verify_email(pending_id: str):
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     if not enrolling(ctx):
@@ -147,9 +148,10 @@ def email_link():
         db.select(EmailVerification).filter_by(token_digest=digest(token))
     ) if len(token) < 100 else None
     live = row is not None and row.used_at is None and row.expires_at > utcnow()
-    pending = links.live_sign_in(row) if live else None
+    found = links.live_sign_in(row) if live else None
+    pending, sso_session = found if found is not None else (None, None)
     email_factor = factor_row(row.user_id, "email") if pending is not None else None
-    modify = pending is not None and links.sent_for_modify(pending, row)
+    modify = pending is not None and links.sent_for_modify(pending, sso_session, row)
     if pending is None or (email_factor is not None and not modify
                            and email_factor.destination != row.address):
         # Used, expired, revoked by a newer link, or its sign-in is finished, abandoned or

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from flask import flash, redirect, url_for
 
-from idp.plugin_api import PhoneNumberError, audit, db, decrypt, encrypt, normalize_us_phone, utcnow
+from idp.plugin_api import (
+    PhoneNumberError,
+    audit,
+    db,
+    decrypt,
+    encrypt,
+    load_interaction,
+    normalize_us_phone,
+    utcnow,
+)
 from plugins.mfa import lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import ENROLLABLE, FACTORS, TotpFactor
@@ -15,7 +24,6 @@ from plugins.mfa.pages.common import (
     bp,
     factor_row,
     failure_message,
-    interaction,
     locked_error,
     login_first,
     notify,
@@ -44,7 +52,7 @@ REASONS = {
 
 @bp.route("/offer/<pending_id>", methods=["GET", "POST"])
 def offer(pending_id: str):
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     reason, optional = policy.enrollment_reason(ctx)
@@ -113,7 +121,7 @@ def phone(pending_id: str):
 @bp.route("/passcode/<pending_id>", methods=["GET", "POST"])
 def passcode(pending_id: str):
     """The passcode sent while enrolling or changing a factor."""
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     current = state(ctx)
@@ -161,7 +169,7 @@ def _factor_confirmed(ctx, kind: str, destination: str, purpose: str, remember: 
 @bp.post("/resend/<pending_id>")
 def resend(pending_id: str):
     """Resend: a new code to the same destination; the old code dies."""
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     form = ResendForm(prefix="r")

@@ -7,12 +7,11 @@ from flask import redirect, request, url_for
 from flask_wtf.csrf import validate_csrf
 from wtforms import ValidationError
 
-from idp.plugin_api import InteractionError, audit, db
+from idp.plugin_api import InteractionError, audit, db, load_interaction
 from plugins.mfa.factors import RecoveryFactor
 from plugins.mfa.forms import ModifyForm
 from plugins.mfa.pages.common import (
     bp,
-    interaction,
     login_first,
     page,
     recovery_codes_page,
@@ -27,7 +26,7 @@ from plugins.mfa.steps import modify_allowed, update_state
 
 @bp.route("/modify/<pending_id>", methods=["GET", "POST"])
 def modify(pending_id: str):
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     if not modify_allowed(ctx):
@@ -64,7 +63,7 @@ def modify(pending_id: str):
 
 @bp.route("/modify-email/<pending_id>", methods=["GET", "POST"])
 def modify_email(pending_id: str):
-    ctx = interaction(pending_id)
+    ctx = load_interaction(pending_id)
     if ctx.user is None:
         return login_first(ctx)
     if setup_purpose(ctx) != "modify":
