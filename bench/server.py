@@ -1,6 +1,7 @@
 """The servers of the benchmark: an IdP instance (its folder, database and production
 settings, set up through the ``idp`` command), gunicorn pinned to one CPU, the message sinks,
-and the server's CPU time and memory read from ``/proc``."""
+the CPUs of the server and the load generator, and what ``/proc`` tells: the server's CPU
+time and memory, the load average."""
 
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ def pin_command(command: list[str], cpu: int | None) -> tuple[list[str], object]
     return command, pin_and_die_with_parent
 
 
+def pinning() -> tuple[int | None, int | None, str]:
+    """(server CPU, load generator CPU, description)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None, f"not pinned (only CPU {cpus} available)"
+    tool = "taskset" if shutil.which("taskset") else "sched_setaffinity"
+    return cpus[0], cpus[1], f"server on CPU {cpus[0]} ({tool}), load generator on CPU {cpus[1]}"
+
+
 def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
     if process is None or process.poll() is not None:
         return
@@ -103,6 +113,12 @@ def memory(pid: int) -> dict[str, int]:
                 name, value = line.split(":", 1)
                 out[name] = int(value.split()[0]) * 1024
     return out
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
 
 
 # --- gunicorn ------------------------------------------------------------------------------
