@@ -26,11 +26,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from idp import config as settings
     from idp import errors, logs, ratelimit
     from idp.auth.acr import PASSWORD_LEVEL, AcrLadder
-    from idp.auth.pipeline import Pipeline
     from idp.auth.steps import ConsentStep, PasswordStep, TermsStep
     from idp.extensions import csrf, db, migrate
     from idp.models import SigningKey
     from idp.plugins import PluginRegistry, load_plugins
+    from idp.signin.pipeline import Pipeline
 
     test_config = dict(test_config or {})
     instance_path = test_config.pop("INSTANCE_PATH", None) or os.environ.get(

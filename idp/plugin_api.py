@@ -6,12 +6,13 @@ The groups, by what a plugin does with them:
 
 - **Registering** (in ``init_app``): :class:`PluginRegistry`, :class:`ClientSetting`,
   :class:`AcrLevel`; :func:`check_range` and :class:`ConfigError` to refuse bad settings.
-- **Sign-in steps**: :class:`Step` and :class:`SignInContext` (a step's ``needed(ctx)``);
-  on a step's page :func:`load_interaction` (the pending request with its progress bound to
-  the user signed in now; a form posted for someone else does nothing), then
-  :func:`continue_sign_in` when the step is done, or a redirect to :func:`resume_url`;
-  :func:`record_authentication` records a method checked;
-  :func:`current_session`, :func:`browser_id`; :data:`OWNER_STATE` and
+- **Sign-in steps**: :class:`Step` and :class:`SignInContext` (a step's ``needed(ctx)``,
+  and ``arrive(ctx, reason)`` for what happens once as the sign-in reaches it); on a step's
+  page :func:`load_interaction` with the step it ``serves`` (the sign-in with its progress
+  bound to the user signed in now; unless that step is the current one, the browser goes
+  back to the pipeline and the page does nothing), then :func:`continue_sign_in` when the
+  step is done, or a redirect to :func:`resume_url`; :func:`record_authentication` records
+  a method checked; :func:`current_session`, :func:`browser_id`; :data:`OWNER_STATE` and
   :func:`progress_owner` say whose progress a pending request holds.
 - **Data**: ``db`` (Flask-SQLAlchemy; plugin models subclass ``db.Model``),
   :func:`dialect_insert`, :func:`insert_unless_present`; the core models a plugin reads
@@ -31,13 +32,6 @@ from __future__ import annotations
 from idp import audit
 from idp.accounts import end_all_sessions_and_revoke
 from idp.auth.acr import AcrLevel
-from idp.auth.pipeline import (
-    OWNER_STATE,
-    SignInContext,
-    Step,
-    load_context,
-    progress_owner,
-)
 from idp.auth.sessions import browser_id, current_session, record_authentication
 from idp.config import ConfigError, check_range
 from idp.crypto import decrypt, encrypt, keyed_digest
@@ -54,11 +48,13 @@ from idp.delivery import (
 from idp.errors import InteractionError
 from idp.extensions import db, dialect_insert, insert_unless_present
 from idp.models import Client, PendingAuthorization, SsoSession, User
-from idp.oauth.authorize import continue_sign_in, load_interaction, load_pending, resume_url
 from idp.oauth.issuer import issuer
 from idp.plugins import ClientSetting, PluginRegistry
 from idp.security import digest, random_token
 from idp.signals import password_changed, sign_in_progress_discarded
+from idp.signin.context import OWNER_STATE, SignInContext, load_context, progress_owner
+from idp.signin.interaction import continue_sign_in, load_interaction, load_pending, resume_url
+from idp.signin.pipeline import Step
 from idp.timeutil import epoch, utcnow
 
 __all__ = [

@@ -24,6 +24,17 @@ module whose ``plugin`` attribute is the plugin object. ``init_app`` receives a
 
     plugin = MyPlugin()
 
+A plugin with tables of its own declares its Alembic revisions with an optional
+``migrations`` attribute, the path of their folder (e.g. ``Path(__file__).parent /
+"migrations" / "versions"``). They form the plugin's own branch: its first revision has
+``down_revision = None``, ``branch_labels = ("<name>",)`` and ``depends_on`` the core revision
+that makes the tables it refers to (``0001_core`` for ``users``). Alembic is given the folders
+of every installed plugin (:func:`installed_plugins`), enabled or not, so that it finds every
+revision a database has recorded; ``idp db upgrade`` migrates the heads of the core's branch
+and of the enabled plugins' branches only, so a plugin that is off adds no table, and one
+switched off keeps its tables as they are. ``idp db downgrade <name>@base`` drops only the
+plugin's. A core migration never creates a plugin's table (``tests/test_plugin_interface.py``).
+
 A plugin imports only ``idp.plugin_api`` of the core. The core never imports a plugin by
 name: it only walks ``IDP_PLUGINS``. A complete,
 working example is ``tests/example_plugin.py``.
@@ -32,6 +43,8 @@ working example is ``tests/example_plugin.py``.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,7 +54,9 @@ from flask import Blueprint, Flask
 
 if TYPE_CHECKING:
     from idp.auth.acr import AcrLevel
-    from idp.auth.pipeline import Step
+    from idp.signin.pipeline import Step
+
+log = logging.getLogger(__name__)
 
 
 class Plugin(Protocol):
@@ -78,6 +93,18 @@ class PluginRegistry:
     claim_providers: list[Callable[[Any, str], dict]] = field(default_factory=list)
     encrypted_columns: list[Any] = field(default_factory=list)
     prune_statements: list[Callable[[Any, Any], dict]] = field(default_factory=list)
+
+    @property
+    def migration_folders(self) -> list[str]:
+        """The Alembic version folders of the enabled plugins that declare one
+        (``migrations``): the branches ``idp db upgrade`` migrates."""
+        return migration_folders(self.plugins)
+
+    def installed_migration_folders(self) -> list[str]:
+        """The version folders of every installed plugin, enabled or not (the enabled ones
+        first): those Alembic reads, so that the revisions of a plugin switched off after
+        its branch was migrated are still found."""
+        return migration_folders(installed_plugins(self.plugins))
 
     def add_blueprint(self, blueprint: Blueprint) -> None:
         self.blueprints.append(blueprint)
@@ -150,6 +177,35 @@ def load_plugins(spec: str) -> list[Any]:
             continue  # the same plugin named twice (by its entry point and its module)
         plugins.append(plugin)
     return plugins
+
+
+def installed_plugins(enabled: list[Any]) -> list[Any]:
+    """The installed plugins: the ``enabled`` ones (those ``IDP_PLUGINS`` names), then those
+    the entry points of the ``idp.plugins`` group offer. An entry point whose plugin cannot
+    be imported is skipped with a warning (it is not enabled: nothing else needs it)."""
+    from importlib.metadata import entry_points
+
+    plugins = list(enabled)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:  # a third party's package: any error of its import
+            log.warning("The plugin of the entry point %r (%s) cannot be imported, its "
+                        "migrations are left out: %s", entry_point.name, entry_point.value, exc)
+            continue
+        if not any(known is plugin for known in plugins):
+            plugins.append(plugin)
+    return plugins
+
+
+def migration_folders(plugins: list[Any]) -> list[str]:
+    """The Alembic version folders (``migrations``) of those ``plugins`` that declare one,
+    each once."""
+    folders: dict[str, str] = {}
+    for plugin in plugins:
+        if folder := getattr(plugin, "migrations", None):
+            folders.setdefault(os.path.realpath(folder), str(folder))
+    return list(folders.values())
 
 
 def get_registry(app: Flask) -> PluginRegistry:

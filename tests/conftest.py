@@ -86,27 +86,33 @@ def base_config(tmp_path, **overrides):
     return config
 
 
+#: The plugins whose tables (their own Alembic branches) the tests' template databases have.
+MIGRATED_PLUGINS = "plugins.mfa"
+
+
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory) -> Path:
-    """An SQLite database file with every migration applied, copied for each test."""
+    """An SQLite database file with every migration applied, copied for each test: the
+    core's and the plugins' branches (``heads``), so a test may turn a plugin on."""
     path = tmp_path_factory.mktemp("template")
-    app = create_app(base_config(path, IDP_PLUGINS=""))
+    app = create_app(base_config(path, IDP_PLUGINS=MIGRATED_PLUGINS))
     with app.app_context():
-        upgrade()
+        upgrade(revision="heads")
     return path / "idp.db"
 
 
 @pytest.fixture(scope="session")
 def migrated_postgres(postgres_server, tmp_path_factory):
-    """A database with every migration applied on the test PostgreSQL server, as the
-    template of one copy per test (``take()`` and ``give_back(url)``)."""
+    """A database with every migration applied (``heads``, as ``migrated_db``) on the test
+    PostgreSQL server, as the template of one copy per test (``take()`` and ``give_back(url)``)."""
     from tests.services.postgres import TemplateCopies
 
     path = tmp_path_factory.mktemp("postgres-template")
     url = postgres_server.create_database("idp_template")
-    app = create_app(base_config(path, IDP_PLUGINS="", SQLALCHEMY_DATABASE_URI=url))
+    app = create_app(base_config(path, IDP_PLUGINS=MIGRATED_PLUGINS,
+                                 SQLALCHEMY_DATABASE_URI=url))
     with app.app_context():
-        upgrade()
+        upgrade(revision="heads")
         db.engine.dispose()  # a template must have no connections when it is copied
     copies = TemplateCopies(postgres_server, "idp_template")
     try:

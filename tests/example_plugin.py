@@ -62,9 +62,8 @@ class ExampleStep(Step):
 
 @bp.route("/step/<pending_id>", methods=["GET", "POST"])
 def step(pending_id: str):
-    ctx = load_interaction(pending_id)  # the progress of the user signed in now
-    if ctx.session is None:
-        return redirect(resume_url(ctx.pending))
+    # Only while this step is the sign-in's current one, for the user signed in now.
+    ctx = load_interaction(pending_id, serves=STEP_NAME)
     form = SecurityKeyForm()
     if form.validate_on_submit():
         record_authentication(ctx.session.user, EXAMPLE_EVENT)

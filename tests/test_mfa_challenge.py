@@ -658,7 +658,7 @@ def test_a_step_up_to_aal2_offers_only_factors_that_meet_it(mfa, enrolled, cohor
     assert not any("factor=email" in target for target in link_targets(page))
     assert any("factor=recovery" in target for target in link_targets(page))
     # Asking for the email passcode by address shows the SMS challenge all the same.
-    asked = mfa.http.get(page.request.path + "?factor=email")
+    asked = mfa.go(mfa.http.get(page.request.path + "?factor=email"))
     assert f"the phone number {MASKED_PHONE}" in text(asked)
     claims = claims_of(mfa, cohort_rp, pass_challenge(mfa, asked))
     assert claims["acr"] == ACR_AAL2

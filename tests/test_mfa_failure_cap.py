@@ -138,7 +138,7 @@ def test_failures_in_a_row_across_cool_downs_block_the_factor_even_for_the_right
     assert heading(page) == CHALLENGE
     assert "Enter one of the recovery codes" in text(page)
     assert not any("factor=sms" in link for link in links(page))
-    asked = other.http.get(page.request.path + "?factor=sms")
+    asked = other.go(other.http.get(page.request.path + "?factor=sms"))
     assert "Enter one of the recovery codes" in text(asked)
     assert sms_count(mfa) == sent
 

@@ -382,6 +382,45 @@ def test_the_plugin_api_check_would_see_another_import(tmp_path):
         "idp", "idp.oauth.server"]
 
 
+def tables_created_in(folder: Path) -> set[str]:
+    """The tables the Alembic revisions in ``folder`` create (``op.create_table("name", ...)``)."""
+    import ast
+
+    return {node.args[0].value for path in sorted(folder.glob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "create_table" and node.args
+            and isinstance(node.args[0], ast.Constant)}
+
+
+def model_tables(module) -> set[str]:
+    """The tables of the models defined in ``module``."""
+    return {model.__tablename__ for model in vars(module).values()
+            if isinstance(model, type) and issubclass(model, db.Model)
+            and model.__module__ == module.__name__}
+
+
+def test_a_plugins_tables_are_created_by_its_own_migrations_and_no_core_one():
+    from plugins.mfa import models
+    from plugins.mfa import plugin as mfa
+
+    tables = model_tables(models)
+    assert "mfa_factors" in tables
+    assert tables_created_in(ROOT / "migrations" / "versions") & tables == set()
+    assert tables <= tables_created_in(Path(mfa.migrations))
+
+
+def test_the_migration_check_would_see_a_core_revision_creating_a_table(tmp_path):
+    (tmp_path / "0099_probe.py").write_text(
+        "from alembic import op\ndef upgrade():\n    op.create_table('mfa_factors')\n")
+    assert tables_created_in(tmp_path) == {"mfa_factors"}
+
+
+def test_the_mfa_plugins_templates_are_in_its_own_folder():
+    assert (PLUGINS_FOLDER / "mfa" / "templates" / "mfa").is_dir()
+    assert not (ROOT / "templates" / "mfa").exists()
+
+
 def test_a_plugin_named_by_its_entry_point_and_its_module_loads_once(tmp_path, database_url):
     from idp import create_app
 

@@ -82,6 +82,7 @@ def test_the_wheel_carries_the_templates_the_migrations_and_the_license(wheel):
     assert "plugins/mfa/templates/email/verify_email.html" in names
     assert "idp/_home/migrations/env.py" in names
     assert any(n.startswith("idp/_home/migrations/versions/0001_") for n in names)
+    assert "plugins/mfa/migrations/versions/0001_mfa_tables.py" in names  # its own branch
     assert "idp/wsgi.py" in names and "idp/gunicorn_conf.py" in names
     assert any(n.endswith("licenses/LICENSE") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))

@@ -6,26 +6,19 @@ import math
 import time
 
 from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
-from flask import Blueprint, current_app, redirect, render_template, request
+from flask import Blueprint, current_app, render_template, request
 
 from idp import audit, metrics, ratelimit
 from idp.auth.forms import ConsentForm, LoginForm, TermsForm
-from idp.auth.pipeline import bind_progress
 from idp.auth.sessions import record_authentication
 from idp.auth.steps import CONSENT_SCOPES, ConsentStep, TermsStep
 from idp.crypto import keyed_digest
 from idp.extensions import db, insert_unless_present, upsert
 from idp.models import Client, Consent, TermsAcceptance, User, find_client
-from idp.oauth.authorize import (
-    continue_sign_in,
-    deny,
-    load_interaction,
-    load_pending,
-    pipeline,
-    resume_url,
-)
 from idp.passwords import hash_password, needs_rehash, verify_password
 from idp.security import digest
+from idp.signin.context import bind_progress
+from idp.signin.interaction import continue_sign_in, deny, load_interaction, load_pending
 from idp.timeutil import utcnow
 
 bp = Blueprint("auth", __name__)
@@ -118,9 +111,7 @@ def login(pending_id: str):
 
 @bp.route("/consent/<pending_id>", methods=["GET", "POST"])
 def consent(pending_id: str):
-    ctx, elsewhere = _step_interaction(pending_id, ConsentStep.name)
-    if elsewhere is not None:
-        return elsewhere
+    ctx = load_interaction(pending_id, serves=ConsentStep.name)
     pending, client, user_id = ctx.pending, ctx.client, ctx.session.user_id
     form = ConsentForm()
     if form.validate_on_submit():
@@ -148,30 +139,9 @@ def _own_row(model, user_id: int, client_id: str, **defaults):
                              .execution_options(populate_existing=True))
 
 
-def _step_interaction(pending_id: str, step_name: str):
-    """``(ctx, None)`` when the page of step ``step_name`` may act for this browser's user,
-    else ``(ctx, redirect)`` back to the pipeline.
-
-    A page acts only while it is the sign-in's current step for the user signed in now: a
-    form shown to one user and posted after another signed in (another tab), or posted
-    before the steps ahead of it were done (by someone who has only the password), does
-    nothing."""
-    ctx = load_interaction(pending_id)
-    if ctx.session is None:
-        db.session.commit()
-        return ctx, redirect(resume_url(ctx.pending))
-    if request.method == "POST":
-        found = pipeline().next_step(ctx)
-        if found is None or found[0].name != step_name:
-            return ctx, redirect(resume_url(ctx.pending))
-    return ctx, None
-
-
 @bp.route("/terms/<pending_id>", methods=["GET", "POST"])
 def terms(pending_id: str):
-    ctx, elsewhere = _step_interaction(pending_id, TermsStep.name)
-    if elsewhere is not None:
-        return elsewhere
+    ctx = load_interaction(pending_id, serves=TermsStep.name)
     pending, client, user_id = ctx.pending, ctx.client, ctx.session.user_id
     form = TermsForm()
     if form.validate_on_submit():

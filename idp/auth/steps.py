@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import scope_to_list
 
-from idp.auth.pipeline import SignInContext, Step, session_age_exceeded
 from idp.extensions import db
 from idp.models import Consent, TermsAcceptance
 from idp.security import digest
+from idp.signin.context import SignInContext
+from idp.signin.pipeline import Step, session_age_exceeded
 
 # Scopes a user must agree to explicitly, once per client.
 CONSENT_SCOPES = {"offline_access"}

@@ -4,6 +4,7 @@ operators' demo, delivery and maintenance); the program itself is ``idp.console`
 from __future__ import annotations
 
 from idp.cli.clients import build_clients_group, client_to_dict
+from idp.cli.database import database_group
 from idp.cli.keys import keys_group
 from idp.cli.operations import delivery, demo, maintenance
 from idp.cli.users import users
@@ -13,6 +14,7 @@ __all__ = ["client_to_dict", "init_app"]
 
 
 def init_app(app, registry: PluginRegistry) -> None:
+    app.cli.add_command(database_group())  # in place of Flask-Migrate's
     app.cli.add_command(build_clients_group(registry))
     app.cli.add_command(users)
     app.cli.add_command(keys_group)

@@ -59,7 +59,7 @@ class PendingAuthorization(db.Model):
     ``id`` travels in the step URLs; ``browser_digest`` binds the request to the browser
     that started it. ``state`` is a dict where steps keep their progress (never secrets),
     bound to the user, session and authentication event that made it (see
-    ``idp.auth.pipeline.bind_progress``).
+    ``idp.signin.context.bind_progress``).
     """
 
     __tablename__ = "pending_authorizations"

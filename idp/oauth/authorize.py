@@ -1,8 +1,9 @@
-"""The authorization endpoint: validate the request, run the sign-in pipeline, answer.
+"""The authorization endpoint (RFC 6749 §3.1, OIDC Core 3.1.2.1): validate the request,
+store it as a pending sign-in and hand it to the sign-in engine (``idp.signin``).
 
 Errors before the redirect URI is known to be registered are shown on an error page and
-never redirected. Every answer sent to the redirect URI (success or error, ``query`` or
-``form_post``) carries ``iss`` (RFC 9207) and echoes ``state`` exactly.
+never redirected; later ones are answered to the client
+(``idp.oauth.authorization_response``).
 """
 
 from __future__ import annotations
@@ -10,32 +11,32 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
-from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from flask import abort, current_app, redirect, render_template, request, url_for
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import current_app, request
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import update
-from sqlalchemy.orm.attributes import set_committed_value
 
-from idp import audit
-from idp.auth.acr import AcrLadder, amr_for
-from idp.auth.pipeline import AcrRequest, Pipeline, SignInContext, load_context
-from idp.auth.sessions import browser_id, current_session, note_client
+from idp.auth.sessions import browser_id
 from idp.errors import InteractionError
 from idp.extensions import db
 from idp.models import PendingAuthorization
 from idp.oauth import keys
-from idp.oauth.server import issuer, query_client, server
+from idp.oauth.authorization_response import (
+    MAX_PARAM_LENGTH,
+    RESPONSE_MODES,
+    authlib_grant,
+    ladder,
+    respond_error,
+)
+from idp.oauth.issuer import issuer
+from idp.oauth.tokens import query_client
 from idp.security import digest, random_token
-from idp.timeutil import epoch, utcnow
+from idp.signin.context import AcrRequest
+from idp.signin.interaction import run
+from idp.timeutil import utcnow
 
-RESPONSE_MODES = {"query", "form_post"}
 PROMPTS = {"none", "login", "consent", "select_account"}
-MAX_PARAM_LENGTH = 4096
 MAX_AGE_PATTERN = re.compile(r"[0-9]{1,10}")
 # The parameters a pending request keeps; others are ignored (OAuth 2.0, section 3.1).
 KNOWN_PARAMS = {
@@ -51,42 +52,6 @@ class AuthorizationError(Exception):
     def __init__(self, error: str, description: str = ""):
         super().__init__(description or error)
         self.error, self.description = error, description
-
-
-def pipeline() -> Pipeline:
-    return current_app.extensions["idp.pipeline"]
-
-
-def ladder() -> AcrLadder:
-    return current_app.extensions["idp.acr_ladder"]
-
-
-# --- responses ------------------------------------------------------------------------
-
-
-def respond(redirect_uri: str, response_mode: str, params: list[tuple[str, str]]):
-    """Send parameters to the client in the requested response mode, with ``iss``."""
-    params = [*params, ("iss", issuer())]
-    if response_mode == "form_post":
-        html = render_template("idp/form_post.html", action=redirect_uri, params=params)
-        return current_app.response_class(html, headers={"Cache-Control": "no-store"})
-    parts = urlsplit(redirect_uri)
-    query = parts.query + ("&" if parts.query else "") + urlencode(params)
-    response = redirect(urlunsplit(parts._replace(query=query)), code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def respond_error(params: dict, error: str, description: str = ""):
-    out = [("error", error)]
-    if description:
-        out.append(("error_description", description))
-    state = params.get("state")
-    if state is not None and len(state) <= MAX_PARAM_LENGTH:
-        # An oversized state is the error being reported: it is not sent back.
-        out.append(("state", state))
-    mode = params.get("response_mode")
-    return respond(params["redirect_uri"], mode if mode in RESPONSE_MODES else "query", out)
 
 
 # --- the request ----------------------------------------------------------------------
@@ -191,15 +156,6 @@ def _id_token_hint_subject(hint: str) -> str:
     return claims["sub"]
 
 
-def _authlib_grant(params: dict):
-    """Authlib's grant for these parameters, validated (response type, scope, PKCE…)."""
-    oauth_request = OAuth2Request("GET", issuer() + "/authorize")
-    oauth_request.payload = BasicOAuth2Payload(params)
-    grant = server.get_authorization_grant(oauth_request)
-    redirect_uri = grant.validate_authorization_request()
-    return grant, redirect_uri
-
-
 def start():
     """Handle GET or POST /authorize."""
     if request.method == "POST" and request.mimetype != "application/x-www-form-urlencoded":
@@ -209,7 +165,7 @@ def start():
     client = _check_client_and_redirect(params, duplicated)
     try:
         core_state = _validate_extras(params, duplicated)
-        _authlib_grant(params)
+        authlib_grant(params)
     except AuthorizationError as exc:
         return respond_error(params, exc.error, exc.description)
     except OAuth2Error as exc:
@@ -229,159 +185,4 @@ def start():
         expires_at=now + timedelta(seconds=current_app.config["IDP_PENDING_LIFETIME"]),
     )
     db.session.add(pending)
-    return resume(pending)
-
-
-def load_pending(pending_id: str) -> PendingAuthorization:
-    """The pending request of this browser with that id, or an explanatory error page."""
-    known = len(pending_id) < 64 and "\x00" not in pending_id  # never an id we issued
-    pending = db.session.get(PendingAuthorization, pending_id) if known else None
-    if pending is None or pending.expires_at <= utcnow():
-        raise InteractionError(
-            "This sign-in page has expired (a sign-in must be finished within a limited "
-            "time). Go back to the application and sign in again.",
-            title="Sign-in expired",
-        )
-    if pending.browser_digest != digest(browser_id()):
-        raise InteractionError(
-            "This sign-in was started in another browser (or this browser's cookies were "
-            "cleared since), so it cannot be continued here. Go back to the application in "
-            "this browser and sign in again.",
-            title="Sign-in started elsewhere",
-        )
-    if pending.completed_at is not None:
-        raise _finished_already()
-    return pending
-
-
-def load_interaction(pending_id: str) -> SignInContext:
-    """The sign-in context of this browser's pending request ``pending_id``, its progress
-    bound to the user signed in now (``load_context``). A form posted after another user,
-    session or authentication event took the sign-in over was filled in for someone else:
-    it does nothing, and the browser goes back to the pipeline."""
-    ctx = load_context(load_pending(pending_id), current_session())
-    if ctx.progress_discarded and request.method == "POST":
-        db.session.commit()
-        abort(redirect(resume_url(ctx.pending)))
-    return ctx
-
-
-def _finished_already() -> InteractionError:
-    return InteractionError(
-        "This sign-in was finished already. Go back to the application; if you are not "
-        "signed in there, sign in again from the application.",
-        title="Sign-in already finished",
-    )
-
-
-def _complete(pending: PendingAuthorization) -> None:
-    """Mark the pending request finished, atomically: of several requests finishing the
-    same sign-in at once (tabs of one browser, on any instance), only one answers the
-    client; the others are told it was finished already."""
-    db.session.flush()
-    now = utcnow()
-    claimed = db.session.execute(
-        update(PendingAuthorization)
-        .where(PendingAuthorization.id == pending.id,
-               PendingAuthorization.completed_at.is_(None))
-        .values(completed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:
-        db.session.rollback()
-        raise _finished_already()
-    set_committed_value(pending, "completed_at", now)
-
-
-def pending_id_of(pending: PendingAuthorization) -> str:
-    """The id of a stored pending request, without reloading it after a commit."""
-    identity = sa_inspect(pending).identity
-    return identity[0] if identity else pending.id
-
-
-def resume_url(pending: PendingAuthorization) -> str:
-    return url_for("oauth.resume", pending_id=pending_id_of(pending))
-
-
-def continue_sign_in(pending: PendingAuthorization):
-    """A step's page is done: run the pipeline again in this request and answer with the
-    next step's page (a redirect) or the answer to the client. The same as sending the
-    browser to ``resume_url(pending)``, one round trip sooner.
-
-    Under ``response_mode=form_post`` the answer is a page of its own (the form that posts
-    to the client): the browser is sent to ``/authorize/resume`` for it, so that reloading
-    that page never submits the step's form again."""
-    if pending.params.get("response_mode") == "form_post":
-        return redirect(resume_url(pending))
-    return resume(pending)
-
-
-def resume(pending: PendingAuthorization):
-    """Run the pipeline for a pending request: the next step, or the answer."""
-    # load_context binds the request's progress to this session: when the session changed
-    # under it (signed out, another user signed in in another tab), it starts over.
-    ctx = load_context(pending, current_session())
-    prompt_none = "none" in ctx.prompts
-    found = pipeline().next_step(ctx)
-    for _ in range(len(pipeline().steps)):
-        if found is None or not found[0].silent:
-            break
-        step, reason = found
-        audit.record("sign_in_step", user_id=ctx.user.id if ctx.user else None,
-                     client_id=pending.client_id, step=step.name, reason=reason)
-        step.run_silently(ctx)
-        ctx = load_context(pending, current_session())
-        found = pipeline().next_step(ctx)
-    if found is not None:
-        step, reason = found
-        audit.record("sign_in_step", user_id=ctx.user.id if ctx.user else None,
-                     client_id=pending.client_id, step=step.name, reason=reason)
-        if prompt_none:
-            _complete(pending)
-            db.session.commit()
-            return respond_error(pending.params, step.prompt_none_error,
-                                 f"User interaction is needed ({reason}).")
-        db.session.commit()
-        return redirect(url_for(step.endpoint, pending_id=pending_id_of(pending)))
-    return _finish(ctx)
-
-
-def _finish(ctx):
-    pending, session, client = ctx.pending, ctx.session, ctx.client
-    acr_request = ctx.acr_request
-    _complete(pending)
-    if acr_request.essential and not any(
-        ladder().is_met(v, session, client) for v in acr_request.essential
-    ):
-        audit.record("authorization_denied", user_id=session.user_id, client_id=client.client_id,
-                     reason="essential_acr_unmet")
-        db.session.commit()
-        return respond_error(pending.params, "unmet_authentication_requirements",
-                             "The requested authentication level cannot be met.")
-    try:
-        grant, redirect_uri = _authlib_grant(pending.params)
-    except OAuth2Error as exc:
-        db.session.commit()
-        return respond_error(pending.params, exc.error, exc.description or "")
-    sign_in = {
-        "auth_time": epoch(session.auth_time),
-        "acr": ladder().resolve(session, client, acr_request.all),
-        "amr": amr_for(session),
-        "sid": session.sid,
-    }
-    params = grant.issue_code(redirect_uri, session.user, sign_in)
-    note_client(session, client.client_id)
-    audit.record("authorization_granted", user_id=session.user_id, client_id=client.client_id,
-                 acr=sign_in["acr"], amr=sign_in["amr"])
-    response_mode = pending.params.get("response_mode") or "query"  # read before the commit
-    db.session.commit()
-    return respond(redirect_uri, response_mode, params)
-
-
-def deny(pending: PendingAuthorization, reason: str):
-    """The user declined (consent or terms): tell the client ``access_denied``."""
-    _complete(pending)
-    audit.record("authorization_denied", user_id=pending.user_id, client_id=pending.client_id,
-                 reason=reason)
-    db.session.commit()
-    return respond_error(pending.params, "access_denied", "The user declined.")
+    return run(pending)

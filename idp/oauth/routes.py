@@ -13,9 +13,10 @@ from idp import metrics
 from idp.config import JWKS_MAX_AGE
 from idp.extensions import csrf, db
 from idp.models import AUTH_METHODS
-from idp.oauth import authorize as flow
+from idp.oauth import authorize as authorization_request
 from idp.oauth import keys
 from idp.oauth.server import SCOPES_SUPPORTED, issuer, server
+from idp.signin import interaction
 
 bp = Blueprint("oauth", __name__)
 
@@ -101,12 +102,12 @@ def jwks():
 @bp.route("/authorize", methods=["GET", "POST"])
 @csrf.exempt
 def authorize():
-    return flow.start()
+    return authorization_request.start()
 
 
 @bp.get("/authorize/resume/<pending_id>")
 def resume(pending_id: str):
-    return flow.resume(flow.load_pending(pending_id))
+    return interaction.run(interaction.load_pending(pending_id))
 
 
 def _no_store(response):

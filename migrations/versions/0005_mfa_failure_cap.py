@@ -1,12 +1,14 @@
-"""MFA failures in a row per kind of factor, which the cool-down does not reset
+"""MFA failures in a row per kind of factor (now a no-op: the table is the MFA plugin's)
+
+The mfa_factor_failures table this revision created is made by the plugin's own branch
+(``plugins/mfa/migrations/versions``, label ``mfa``), only when the plugin is enabled. The
+revision stays, doing nothing, so that databases at or past it keep a known history.
 
 Revision ID: 0005_mfa_failure_cap
 Revises: 0004_auth_time_bigint
 Create Date: 2026-12-02 10:00:00
 
 """
-from alembic import op
-import sqlalchemy as sa
 
 
 revision = '0005_mfa_failure_cap'
@@ -16,16 +18,8 @@ depends_on = None
 
 
 def upgrade():
-    op.create_table('mfa_factor_failures',
-    sa.Column('user_id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.String(length=20), nullable=False),
-    sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('blocked_at', sa.DateTime(), nullable=True),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('user_id', 'kind')
-    )
+    pass
 
 
 def downgrade():
-    op.drop_table('mfa_factor_failures')
+    pass

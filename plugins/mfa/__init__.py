@@ -3,13 +3,16 @@
 It registers, through ``idp.plugins``, its sign-in steps (enrollment offer, email
 verification, method choice, remembered device, challenge, Modify MFA Options), its pages,
 the ``urn:idp:acr:mfa`` level and the NIST AAL2 alias, the per-client settings
-``--mfa-policy`` and ``--remembered-devices`` and the ``idp mfa`` commands. Leave it out of
-``IDP_PLUGINS`` to switch it off.
+``--mfa-policy`` and ``--remembered-devices`` and the ``idp mfa`` commands. Its tables are its
+own Alembic branch (``migrations/versions``, label ``mfa``), which ``idp db upgrade`` applies
+only while the plugin is enabled. Leave it out of ``IDP_PLUGINS`` to switch it off: its tables
+and rows stay as they are (``idp db downgrade mfa@base`` drops them).
 """
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import click
@@ -96,6 +99,8 @@ def _prune_statements(now, cutoff) -> dict:
 
 class MfaPlugin:
     name = "mfa"
+    #: The plugin's Alembic revisions (branch ``mfa``): the core migrates them with its own.
+    migrations = Path(__file__).resolve().parent / "migrations" / "versions"
     default_config: dict[str, tuple[Any, type]] = {
         "IDP_MFA_REQUIRED_FROM": ("2025-03-06", str),
         "IDP_PASSCODE_MAX_ATTEMPTS": (5, int),

@@ -27,15 +27,15 @@ def mfa_cli():
 @with_appcontext
 def status(username):
     """Show a user's MFA enrollment (masked), remembered devices and lock-out."""
-    from idp.plugin_api import mask_email, mask_phone
+    from idp.plugin_api import mask_email
     from plugins.mfa import devices, lockout, policy
-    from plugins.mfa.factors import RecoveryFactor
+    from plugins.mfa.factors import FACTORS, RecoveryFactor
 
     user = _user(username)
     factors = []
     for row in policy.enrolled_factors(user.id):
-        shown = (mask_phone(row.destination) if row.kind == "sms"
-                 else mask_email(row.destination) if row.kind == "email" else None)
+        factor = FACTORS.get(row.kind)
+        shown = factor.mask(row.destination) if factor is not None else None
         factors.append({"kind": row.kind, "destination": shown,
                         "added": row.created_at.isoformat()})
     click.echo(json.dumps({

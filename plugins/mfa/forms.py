@@ -81,10 +81,15 @@ class ResendForm(FlaskForm):
     resend = SubmitField("Resend")
 
 
+#: Modify MFA Options' own option besides the factors': new recovery codes.
+RECOVERY_OPTION = ("recovery", "Recovery codes")
+
+
 class ModifyForm(FlaskForm):
-    option = RadioField("What would you like to change?", choices=[
-        ("phone", "Phone"), ("email", "Email"), ("totp", "Authentication app"),
-        ("recovery", "Recovery codes")], validators=[InputRequired("Choose an option.")])
+    """The options are the factors' (``Factor.modify_option``), then new recovery codes."""
+
+    option = RadioField("What would you like to change?",
+                        validators=[InputRequired("Choose an option.")])
     submit = SubmitField("Continue")
     cancel = SubmitField("Cancel")
 

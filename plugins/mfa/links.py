@@ -9,7 +9,7 @@ from sqlalchemy import update
 from idp.plugin_api import OWNER_STATE, PendingAuthorization, SsoSession, db, progress_owner, utcnow
 from plugins.mfa.models import EmailVerification
 from plugins.mfa.policy import second_factor_checked
-from plugins.mfa.steps import STATE
+from plugins.mfa.progress import STATE
 
 
 def _revoke(*conditions) -> int:

@@ -5,25 +5,13 @@ Modify MFA Options. Each answers "needed?" with a reason string or None."""
 from __future__ import annotations
 
 from idp.plugin_api import SignInContext, Step, record_authentication, utcnow
-from plugins.mfa import devices, policy
-
-STATE = "mfa"
-
-
-def state(ctx: SignInContext) -> dict:
-    return ctx.step_state(STATE)
-
-
-def update_state(ctx: SignInContext, **values) -> None:
-    current = state(ctx)
-    current.update(values)
-    ctx.save_state(STATE, current)
+from plugins.mfa import challenges, devices, policy
+from plugins.mfa.progress import progress
 
 
 def enrolling(ctx: SignInContext) -> bool:
-    return ctx.user is not None and bool(state(ctx).get("enrolling")) and not policy.is_enrolled(
-        ctx.user.id
-    )
+    return (ctx.user is not None and progress(ctx).enrolling
+            and not policy.is_enrolled(ctx.user.id))
 
 
 def enrolled(ctx: SignInContext) -> bool:
@@ -40,9 +28,8 @@ def modify_allowed(ctx: SignInContext) -> bool:
     """Modify MFA Options was asked for and the challenge passed, by this user in this
     authentication event: the progress says so (it is bound to both, see
     ``bind_progress``) and the session's current event holds the second factor."""
-    current = state(ctx)
-    return (ctx.user is not None and bool(current.get("modify_requested"))
-            and bool(current.get("challenge_passed"))
+    current = progress(ctx)
+    return (ctx.user is not None and current.modify_requested and current.challenge_passed
             and policy.second_factor_checked(ctx.session))
 
 
@@ -51,10 +38,10 @@ class EnrollOfferStep(Step):
     endpoint = "mfa.offer"
 
     def needed(self, ctx):
-        if ctx.user is None or enrolled(ctx) or state(ctx).get("enrolling"):
+        if ctx.user is None or enrolled(ctx) or progress(ctx).enrolling:
             return None
         reason, optional = policy.enrollment_reason(ctx)
-        if optional and (state(ctx).get("not_now") or not ctx.logged_in_this_interaction):
+        if optional and (progress(ctx).not_now or not ctx.logged_in_this_interaction):
             # Asked again at a later sign-in, not at every single sign-on.
             return None
         return reason
@@ -106,6 +93,9 @@ class ChallengeStep(Step):
             return None
         need = policy.requirement(ctx)
         return need.reason if need is not None else None
+
+    def arrive(self, ctx, reason):
+        challenges.arrive(ctx)
 
 
 class ModifyStep(Step):

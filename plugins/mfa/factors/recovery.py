@@ -24,9 +24,24 @@ class RecoveryFactor(Factor):
     amr = ("rcode",)
     group = "recovery"
     aal2 = True
+    answer_label = "Recovery code"
+    one_time_code = False
 
     def describe(self, destination):
         return "one of your recovery codes"
+
+    def instructions(self, destination):
+        return ("Enter one of the recovery codes you saved when you set up MFA. Each code "
+                "works once.")
+
+    def passed_notice(self, user_id):
+        return "recovery_code_used", {"remaining": self.remaining(user_id)}
+
+    def usable(self, user_id, enrolled):
+        return self.remaining(user_id) > 0
+
+    def check(self, user_id, pending_id, row, answer, purpose):
+        return self.verify(user_id, answer), None
 
     @staticmethod
     def generate(user_id: int) -> list[str]:

@@ -23,9 +23,18 @@ class TotpFactor(Factor):
     amr = ("otp", "swk")
     group = "app"
     aal2 = True
+    modify_option, modify_label, modify_endpoint = "totp", "Authentication app", "mfa.app"
+    setup_endpoint = "mfa.app"
+    answer_label = "Code from your app"
 
     def describe(self, destination):
         return "your authentication app"
+
+    def instructions(self, destination):
+        return "Enter the 6-digit code shown in your authentication app."
+
+    def check(self, user_id, pending_id, row, answer, purpose):
+        return self.verify(row, answer), None
 
     @staticmethod
     def new_secret() -> str:

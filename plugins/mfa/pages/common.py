@@ -1,21 +1,19 @@
-"""What every MFA page shares: the blueprint, its sign-in context, passcodes sent
-and checked, lockouts, notices, factors saved, and the way back to the pipeline."""
+"""What every MFA page shares: the blueprint, the set-up purpose, passcodes checked,
+lockouts, notices and factors saved."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from flask import Blueprint, current_app, redirect, render_template, request
+from flask import Blueprint, current_app, render_template, request
 
 from idp.plugin_api import (
     DeliveryError,
     PhoneNumberError,
-    ThrottledError,
     audit,
     continue_sign_in,
     db,
-    load_interaction,
     record_authentication,
     resume_url,
     send_email,
@@ -26,7 +24,11 @@ from plugins.mfa import devices, lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import FACTORS, RecoveryFactor
 from plugins.mfa.models import MfaFactor
-from plugins.mfa.steps import enrolling, modify_allowed, update_state
+from plugins.mfa.progress import progress
+from plugins.mfa.steps import ChooseMethodStep, ModifyStep
+
+#: The steps whose pages set a factor up: enrollment's method choice, or Modify MFA Options.
+SETUP_STEPS = (ChooseMethodStep.name, ModifyStep.name)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,12 @@ def _never_cached(response):
 # --- helpers ------------------------------------------------------------------------------
 
 
-def resume(ctx):
-    db.session.commit()
-    return continue_sign_in(ctx.pending)
+def setup_purpose(ctx) -> str:
+    """Why a set-up page (served for ``SETUP_STEPS``) sets a factor up: ``modify`` or
+    ``enroll``. A password alone never adds a factor: the engine shows these pages only
+    while enrolling (the MFA email verified first) or after Modify MFA Options was asked
+    for and the challenge passed."""
+    return "modify" if ctx.step.name == ModifyStep.name else "enroll"
 
 
 def page(template: str, ctx, **values):
@@ -61,7 +66,7 @@ def passed(ctx, kind: str, remember: bool, **extra_state) -> None:
     lockout.record_success(ctx.user.id)
     if remember:
         devices.remember(ctx.user.id)
-    update_state(ctx, challenge_passed=True, **extra_state)
+    progress(ctx).update(challenge_passed=True, **extra_state)
 
 
 def failure_message(ctx, outcome: passcodes.Outcome | None,
@@ -136,34 +141,6 @@ def locked_message(ctx, kind: str | None = None) -> str:
             f"unblock it, or contact {support}.")
 
 
-def send_code(ctx, kind: str, destination: str, purpose: str) -> str | None:
-    """Issue a passcode and send it; returns an error message for the page, or None.
-
-    The new code is committed together with the send throttle's count; when a throttle
-    refuses, both are rolled back and the code sent earlier stays valid."""
-    code = passcodes.issue(ctx.user.id, ctx.pending.id, kind, purpose, destination)
-    update_state(ctx, code_factor=kind, code_destination=destination, code_purpose=purpose)
-    try:
-        FACTORS[kind].send(destination, code, ctx.user.id, ctx.client)
-    except ThrottledError as exc:
-        if exc.reason == "throttled:destination":
-            if passcodes.live_code(ctx.user.id, ctx.pending.id, kind, purpose, destination):
-                return exc.user_message  # a Resend too soon: the code sent is still valid
-            # The code sent moments ago belongs to another sign-in: it cannot be used here.
-            return (f"A passcode was sent to {FACTORS[kind].describe(destination)} moments "
-                    f"ago. Wait {exc.retry_after} seconds, then select Resend.")
-        return exc.user_message
-    except DeliveryError as exc:
-        # Never delivered: it must not pass for "the passcode already sent".
-        passcodes.revoke(ctx.user.id, ctx.pending.id, kind, purpose)
-        db.session.commit()
-        return exc.user_message
-    audit.record("mfa_passcode_sent", user_id=ctx.user.id, client_id=ctx.client.client_id,
-                 factor=kind, purpose=purpose)
-    db.session.commit()
-    return None
-
-
 def notify(ctx, template: str, context: dict, emails: list[str | None] = (),
             phones: list[str | None] = (), sms_text: str | None = None) -> None:
     """Security notices; a failed notice is logged, never an obstacle."""
@@ -219,23 +196,7 @@ def after_setup(ctx):
         codes = RecoveryFactor.generate(ctx.user.id)
         db.session.commit()
         return recovery_codes_page(ctx, codes)
-    return resume(ctx)
-
-
-def login_first(ctx):
-    return redirect(resume_url(ctx.pending))
-
-
-def setup_interaction(pending_id: str):
-    """A factor set-up page's sign-in: ``(ctx, purpose, None)``, or ``(ctx, None, response)``
-    when the person belongs elsewhere (the password first, or on with the sign-in)."""
-    ctx = load_interaction(pending_id)
-    if ctx.user is None:
-        return ctx, None, login_first(ctx)
-    purpose = setup_purpose(ctx)
-    if purpose is None:
-        return ctx, None, resume(ctx)
-    return ctx, purpose, None
+    return continue_sign_in(ctx.pending)
 
 
 def locked_error(ctx, kind: str, purpose: str) -> str | None:
@@ -258,16 +219,3 @@ def locked_error(ctx, kind: str, purpose: str) -> str | None:
     db.session.commit()  # nothing was counted; a cool-down may have started
     mfa_metrics.checked(kind, purpose, "locked")
     return locked_message(ctx, kind)
-
-
-def setup_purpose(ctx) -> str | None:
-    """Why this sign-in may set up a factor now: ``enroll`` (enrolling, with the MFA email
-    verified first) or ``modify`` (Modify MFA Options, after passing the challenge). None
-    otherwise: a password alone never adds a factor, whatever URL is opened."""
-    if modify_allowed(ctx):
-        return "modify"
-    if enrolling(ctx) and policy.mfa_email(ctx.user) is not None:
-        return "enroll"
-    return None
-
-

@@ -15,6 +15,7 @@ from idp.plugin_api import (
     ThrottledError,
     audit,
     browser_id,
+    continue_sign_in,
     db,
     digest,
     issuer,
@@ -27,8 +28,9 @@ from idp.plugin_api import (
 from plugins.mfa import devices, links, lockout, policy
 from plugins.mfa.forms import ContinueForm, EmailForm, ResendForm, VerifyEmailChoiceForm
 from plugins.mfa.models import EmailVerification, MfaFactor
-from plugins.mfa.pages.common import bp, factor_row, login_first, page, resume
-from plugins.mfa.steps import enrolling, state, update_state
+from plugins.mfa.pages.common import bp, factor_row, page
+from plugins.mfa.progress import progress
+from plugins.mfa.steps import VerifyEmailStep
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,15 @@ def _send_link(ctx, address: str, purpose: str) -> str | None:
         user_id=ctx.user.id, pending_id=ctx.pending.id, address=address,
         token_digest=digest(token), expires_at=utcnow() + timedelta(minutes=minutes),
     ))
-    before = {k: state(ctx).get(k) for k in ("link_sent_to", "link_purpose")}
-    update_state(ctx, link_sent_to=address, link_purpose=purpose)
+    current = progress(ctx)
+    before = {"link_sent_to": current.link_sent_to, "link_purpose": current.link_purpose}
+    current.update(link_sent_to=address, link_purpose=purpose)
     try:
         send_email(address, "verify_email", {"link": _link_url(token), "link_minutes": minutes},
                    kind="link", user_id=ctx.user.id, client=ctx.client)
     except DeliveryError as exc:
         # Nothing was sent: the page must not say it waits for this link.
-        update_state(ctx, **before)
+        current.update(**before)
         links.revoke_token(digest(token))
         db.session.commit()
         if isinstance(exc, ThrottledError):
@@ -71,7 +74,7 @@ def _send_link(ctx, address: str, purpose: str) -> str | None:
 
 def email_page(ctx, purpose: str, endpoint: str):
     """Verify Your Email: choose the account email or another one, send the link, wait."""
-    current = state(ctx)
+    current = progress(ctx)
     change = request.args.get("change") == "1" or purpose == "modify"
     choice, email_form, continue_form = (VerifyEmailChoiceForm(prefix="c"),
                                          EmailForm(prefix="e"), ContinueForm(prefix="k"))
@@ -80,15 +83,14 @@ def email_page(ctx, purpose: str, endpoint: str):
     error = None
     if request.method == "POST":
         if continue_form.submit.data and continue_form.validate():
-            if policy.mfa_email(ctx.user) == current.get("link_sent_to") and (
-                    _link_used_since(ctx)):
+            if policy.mfa_email(ctx.user) == current.link_sent_to and _link_used_since(ctx):
                 if purpose == "modify":
-                    update_state(ctx, modify_requested=False, link_sent_to=None)
-                return resume(ctx)
+                    current.update(modify_requested=False, link_sent_to=None)
+                return continue_sign_in(ctx.pending)
             error = ("We haven't seen the link opened yet. Open the link in the email we sent, "
                      "then select Continue.")
-        elif resend_form.resend.data and resend_form.validate() and current.get("link_sent_to"):
-            error = _send_link(ctx, current["link_sent_to"], purpose)
+        elif resend_form.resend.data and resend_form.validate() and current.link_sent_to:
+            error = _send_link(ctx, current.link_sent_to, purpose)
             if error is None:
                 flash("We sent a new link. Links sent earlier no longer matter.")
                 return redirect(url_for(endpoint, pending_id=ctx.pending.id))
@@ -102,11 +104,10 @@ def email_page(ctx, purpose: str, endpoint: str):
             error = _send_link(ctx, email_form.email.data.strip(), purpose)
             if error is None:
                 return redirect(url_for(endpoint, pending_id=ctx.pending.id))
-    current = state(ctx)
-    waiting = current.get("link_sent_to") and not request.args.get("change")
+    waiting = current.link_sent_to and not request.args.get("change")
     return page("mfa/verify_email.html", ctx, choice=choice, email_form=email_form,
                  continue_form=continue_form, resend_form=resend_form, error=error,
-                 waiting_for=mask_email(current["link_sent_to"]) if waiting else None,
+                 waiting_for=mask_email(current.link_sent_to) if waiting else None,
                  change=change, purpose=purpose, account_email=ctx.user.email)
 
 
@@ -119,12 +120,9 @@ def _link_used_since(ctx) -> bool:
 
 @bp.route("/verify-email/<pending_id>", methods=["GET", "POST"])
 def verify_email(pending_id: str):
-    ctx = load_interaction(pending_id)
-    if ctx.user is None:
-        return login_first(ctx)
-    if not enrolling(ctx):
-        # An enrolled account's MFA email changes only through Modify MFA Options.
-        return resume(ctx)
+    # Served only while enrolling: an enrolled account's MFA email changes only through
+    # Modify MFA Options.
+    ctx = load_interaction(pending_id, serves=VerifyEmailStep.name)
     return email_page(ctx, "enroll", "mfa.verify_email")
 
 

@@ -8,6 +8,7 @@ from flask import flash, redirect, url_for
 from idp.plugin_api import (
     PhoneNumberError,
     audit,
+    continue_sign_in,
     db,
     decrypt,
     encrypt,
@@ -17,25 +18,24 @@ from idp.plugin_api import (
 )
 from plugins.mfa import lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
-from plugins.mfa.factors import ENROLLABLE, FACTORS, TotpFactor
+from plugins.mfa.factors import ENROLLABLE, FACTORS, SmsFactor, TotpFactor
 from plugins.mfa.forms import MethodForm, OfferForm, PasscodeForm, PhoneForm, ResendForm
 from plugins.mfa.pages.common import (
+    SETUP_STEPS,
     after_setup,
     bp,
     factor_row,
     failure_message,
     locked_error,
-    login_first,
     notify,
     page,
     passed,
-    resume,
     save_factor,
-    send_code,
-    setup_interaction,
     setup_purpose,
 )
-from plugins.mfa.steps import state, update_state
+from plugins.mfa.progress import progress
+from plugins.mfa.sending import send_code
+from plugins.mfa.steps import ChallengeStep, ChooseMethodStep, EnrollOfferStep
 
 # --- enrollment ---------------------------------------------------------------------------
 
@@ -52,21 +52,19 @@ REASONS = {
 
 @bp.route("/offer/<pending_id>", methods=["GET", "POST"])
 def offer(pending_id: str):
-    ctx = load_interaction(pending_id)
-    if ctx.user is None:
-        return login_first(ctx)
+    ctx = load_interaction(pending_id, serves=EnrollOfferStep.name)
     reason, optional = policy.enrollment_reason(ctx)
     form = OfferForm()
     if form.validate_on_submit():
         if form.not_now.data and optional:
-            update_state(ctx, not_now=True)
+            progress(ctx).update(not_now=True)
             audit.record("mfa_not_now", user_id=ctx.user.id, client_id=ctx.client.client_id,
                          at=utcnow().isoformat())
         else:
-            update_state(ctx, enrolling=True)
+            progress(ctx).update(enrolling=True)
             audit.record("mfa_enrollment_started", user_id=ctx.user.id,
                          client_id=ctx.client.client_id, reason=reason)
-        return resume(ctx)
+        return continue_sign_in(ctx.pending)
     cutoff = policy.required_from().strftime("%B %-d, %Y")
     message = REASONS[reason].format(cutoff=cutoff, app=ctx.client.label)
     return page("mfa/offer.html", ctx, form=form, optional=optional, message=message)
@@ -76,9 +74,7 @@ def offer(pending_id: str):
 
 @bp.route("/enroll/<pending_id>", methods=["GET", "POST"])
 def enroll(pending_id: str):
-    ctx, purpose, elsewhere = setup_interaction(pending_id)
-    if elsewhere is not None or purpose != "enroll":
-        return elsewhere or resume(ctx)
+    ctx = load_interaction(pending_id, serves=ChooseMethodStep.name)
     form = MethodForm()
     kinds = ENROLLABLE
     if policy.ACR_AAL2 in ctx.acr_request.essential:
@@ -87,12 +83,11 @@ def enroll(pending_id: str):
     form.method.choices = [(k, FACTORS[k].label) for k in kinds]
     error = None
     if form.validate_on_submit():
-        kind = form.method.data
-        if kind == "sms":
-            return redirect(url_for("mfa.phone", pending_id=pending_id))
-        if kind == "totp":
-            return redirect(url_for("mfa.app", pending_id=pending_id))
-        error = send_code(ctx, "email", policy.mfa_email(ctx.user), "enroll")
+        factor = FACTORS[form.method.data]
+        if factor.setup_endpoint:
+            return redirect(url_for(factor.setup_endpoint, pending_id=pending_id))
+        # Set up by a passcode to the MFA email the person verified before this page.
+        error = send_code(ctx, factor.kind, policy.mfa_email(ctx.user), "enroll")
         if error is None:
             return redirect(url_for("mfa.passcode", pending_id=pending_id))
     return page("mfa/choose_method.html", ctx, form=form, error=error)
@@ -101,9 +96,8 @@ def enroll(pending_id: str):
 @bp.route("/phone/<pending_id>", methods=["GET", "POST"])
 def phone(pending_id: str):
     """Verify Your Phone Number (enrollment, or a new number from Modify MFA Options)."""
-    ctx, purpose, elsewhere = setup_interaction(pending_id)
-    if elsewhere is not None:
-        return elsewhere
+    ctx = load_interaction(pending_id, serves=SETUP_STEPS)
+    purpose = setup_purpose(ctx)
     form = PhoneForm()
     error = None
     if form.validate_on_submit():
@@ -112,7 +106,7 @@ def phone(pending_id: str):
         except PhoneNumberError as exc:
             form.phone.errors.append(str(exc))
         else:
-            error = send_code(ctx, "sms", number, purpose)
+            error = send_code(ctx, SmsFactor.kind, number, purpose)
             if error is None:
                 return redirect(url_for("mfa.passcode", pending_id=pending_id))
     return page("mfa/phone.html", ctx, form=form, error=error, purpose=purpose)
@@ -121,15 +115,13 @@ def phone(pending_id: str):
 @bp.route("/passcode/<pending_id>", methods=["GET", "POST"])
 def passcode(pending_id: str):
     """The passcode sent while enrolling or changing a factor."""
-    ctx = load_interaction(pending_id)
-    if ctx.user is None:
-        return login_first(ctx)
-    current = state(ctx)
-    kind, destination = current.get("code_factor"), current.get("code_destination")
-    purpose = current.get("code_purpose")
-    if (purpose not in ("enroll", "modify") or kind not in ("sms", "email")
-            or purpose != setup_purpose(ctx)):
-        return resume(ctx)
+    ctx = load_interaction(pending_id, serves=SETUP_STEPS)
+    current, purpose = progress(ctx), setup_purpose(ctx)
+    kind, destination = current.code_factor, current.code_destination
+    factor = FACTORS.get(kind)
+    if current.code_purpose != purpose or factor is None or not factor.sends_code:
+        # No passcode was sent for this set-up: back to where the sign-in stands.
+        return continue_sign_in(ctx.pending)
     form = PasscodeForm()
     error = locked_error(ctx, kind, purpose)
     if error is None and form.validate_on_submit():
@@ -140,10 +132,12 @@ def passcode(pending_id: str):
             return _factor_confirmed(ctx, kind, destination, purpose, form.remember.data)
         error = failure_message(ctx, outcome)
     return page("mfa/passcode.html", ctx, form=form, resend_form=ResendForm(prefix="r"),
-                 error=error, where=FACTORS[kind].describe(destination), kind=kind,
+                 error=error, where=factor.describe(destination), kind=kind,
+                 instructions=factor.instructions(destination),
+                 one_time_code=factor.one_time_code,
                  resend_url=url_for("mfa.resend", pending_id=pending_id),
-                 other_number_url=url_for("mfa.phone", pending_id=pending_id)
-                 if kind == "sms" else None, show_modify=False,
+                 other_number_url=url_for(factor.setup_endpoint, pending_id=pending_id)
+                 if factor.setup_endpoint else None, show_modify=False,
                  modify_cancel=purpose == "modify")
 
 
@@ -154,14 +148,16 @@ def _factor_confirmed(ctx, kind: str, destination: str, purpose: str, remember: 
     passed(ctx, kind, remember, enrolling=False, code_purpose=None,
             **({"modify_requested": False} if purpose == "modify" else {}))
     db.session.commit()
-    mfa_email = policy.mfa_email(ctx.user)
-    if purpose == "modify" and kind == "sms" and old_destination != destination:
-        notify(ctx, "mfa_contact_changed", {"what": "phone number",
-                                             "new_value": FACTORS["sms"].describe(destination)},
-                emails=[mfa_email or ctx.user.email], phones=[old_destination],
-                sms_text="The phone number for your multifactor authentication was changed.")
+    mfa_email, factor = policy.mfa_email(ctx.user), FACTORS[kind]
+    if purpose == "modify" and old_destination and old_destination != destination:
+        notify(ctx, "mfa_contact_changed", {"what": factor.contact_name,
+                                             "new_value": factor.describe(destination)},
+                emails=[mfa_email or ctx.user.email],
+                phones=[old_destination] if factor.notify_old_destination_by_sms else [],
+                sms_text=f"The {factor.contact_name} for your multifactor authentication "
+                         "was changed.")
     else:
-        notify(ctx, "mfa_method_added", {"method": FACTORS[kind].label},
+        notify(ctx, "mfa_method_added", {"method": factor.label},
                 emails=[mfa_email or ctx.user.email])
     return after_setup(ctx)
 
@@ -169,19 +165,19 @@ def _factor_confirmed(ctx, kind: str, destination: str, purpose: str, remember: 
 @bp.post("/resend/<pending_id>")
 def resend(pending_id: str):
     """Resend: a new code to the same destination; the old code dies."""
-    ctx = load_interaction(pending_id)
-    if ctx.user is None:
-        return login_first(ctx)
+    ctx = load_interaction(pending_id, serves=(ChallengeStep.name, *SETUP_STEPS))
     form = ResendForm(prefix="r")
-    current = state(ctx)
-    kind, destination = current.get("code_factor"), current.get("code_destination")
-    purpose = current.get("code_purpose") or "challenge"
+    current = progress(ctx)
+    kind, destination = current.code_factor, current.code_destination
+    purpose = current.code_purpose or "challenge"
     target = "mfa.challenge" if purpose == "challenge" else "mfa.passcode"
-    if lockout.locked_until(ctx.user.id) or lockout.is_blocked(ctx.user.id, kind):
+    factor = FACTORS.get(kind)
+    if factor is None or lockout.locked_until(ctx.user.id) or lockout.is_blocked(ctx.user.id,
+                                                                                  kind):
         pass  # no code during a cool-down or for a blocked factor: the page says why
-    elif form.validate_on_submit() and kind in ("sms", "email") and destination:
+    elif form.validate_on_submit() and factor.sends_code and destination:
         error = send_code(ctx, kind, destination, purpose)
-        flash(error or f"We sent a new passcode to {FACTORS[kind].describe(destination)}.",
+        flash(error or f"We sent a new passcode to {factor.describe(destination)}.",
               "error" if error else "info")
     return redirect(url_for(target, pending_id=pending_id))
 
@@ -189,25 +185,24 @@ def resend(pending_id: str):
 @bp.route("/app/<pending_id>", methods=["GET", "POST"])
 def app(pending_id: str):
     """Set up an authentication app: QR code and secret, then a code to confirm."""
-    ctx, purpose, elsewhere = setup_interaction(pending_id)
-    if elsewhere is not None:
-        return elsewhere
-    factor: TotpFactor = FACTORS["totp"]
-    current = state(ctx)
-    if not current.get("totp_secret"):
-        update_state(ctx, totp_secret=encrypt(factor.new_secret()))
+    ctx = load_interaction(pending_id, serves=SETUP_STEPS)
+    purpose = setup_purpose(ctx)
+    factor: TotpFactor = FACTORS[TotpFactor.kind]
+    current = progress(ctx)
+    if not current.totp_secret:
+        current.update(totp_secret=encrypt(factor.new_secret()))
         db.session.commit()
-    secret = decrypt(state(ctx)["totp_secret"])
+    secret = decrypt(current.totp_secret)
     form = PasscodeForm()
     form.passcode.label.text = "Code from your app"
-    error = locked_error(ctx, "totp", purpose)
+    error = locked_error(ctx, factor.kind, purpose)
     if error is None and form.validate_on_submit():
         step = factor.matching_step(secret, form.passcode.data)
-        mfa_metrics.checked("totp", purpose, "wrong_code" if step is None else "success")
+        mfa_metrics.checked(factor.kind, purpose, "wrong_code" if step is None else "success")
         if step is not None:
-            save_factor(ctx, "totp", secret_encrypted=factor.encrypt_secret(secret),
+            save_factor(ctx, factor.kind, secret_encrypted=factor.encrypt_secret(secret),
                          last_step=step)
-            passed(ctx, "totp", form.remember.data, enrolling=False, totp_secret=None,
+            passed(ctx, factor.kind, form.remember.data, enrolling=False, totp_secret=None,
                     **({"modify_requested": False} if purpose == "modify" else {}))
             db.session.commit()
             notify(ctx, "mfa_method_added", {"method": factor.label},

@@ -1,13 +1,9 @@
-"""The sign-in pipeline: an ordered list of steps, asked in turn whether they are needed.
+"""The sign-in context: what a step may look at, and whose progress a pending request holds.
 
-Each step looks at the pending authorization request, the user and the SSO session and
-answers with a reason string (``no_session``, ``max_age``, ``terms_not_accepted``…) or
-``None``. The first step that is needed gets the browser; when it is done the pipeline
-simply runs again (``continue_sign_in`` in the same request, or a redirect to
-``/authorize/resume/<id>``). When no step is needed the authorization request is answered.
-
-The password step comes first and Consent and Terms last; plugins add their steps in
-between (see ``idp.plugins``).
+A pending authorization request keeps the progress of its sign-in in ``state``: what the
+request asked (``core``), whose progress it is (``owner``: the user, the SSO session and its
+authentication event) and one entry per step. :func:`load_context` binds that progress to
+the session signed in now, discarding it when the owner changed.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ from idp import audit
 from idp.extensions import db
 from idp.models import Client, PendingAuthorization, SsoSession, User, find_client
 from idp.signals import sign_in_progress_discarded
-from idp.timeutil import epoch, utcnow
 
 #: The pending request's own keys in ``state``: what the request asked (``core``) and whose
 #: progress the rest is (``owner``). Every other key is a step's progress.
@@ -43,6 +38,9 @@ class SignInContext:
     #: Loading this context discarded progress made by another user, session or event: a
     #: form posted now was filled in for them, and must not act.
     progress_discarded: bool = False
+    #: On a step's page: the step it serves (the current one) and why it is needed.
+    step: Any = None
+    reason: str | None = None
 
     @property
     def params(self) -> dict[str, str]:
@@ -137,58 +135,6 @@ def _acr_claim_request(claims) -> dict:
     ):
         raise ValueError("values must be an array of strings")
     return acr
-
-
-class Step:
-    """A sign-in step. Subclasses set ``name`` and ``endpoint`` and implement ``needed``.
-
-    ``endpoint`` is a Flask endpoint taking a ``pending_id`` argument; it shows the
-    step's page and, when the step is done, answers with ``continue_sign_in(pending)``
-    (or redirects to ``resume_url(pending)``, which does the same one round trip later).
-    ``prompt_none_error`` is the error answered under ``prompt=none`` when the step is
-    needed. Example::
-
-        class FavouriteColourStep(Step):
-            name = "colour"
-            endpoint = "colour.ask"
-
-            def needed(self, ctx):
-                if ctx.user and not ctx.user.colour:
-                    return "colour_missing"
-                return None
-    """
-
-    name: str = ""
-    endpoint: str = ""
-    prompt_none_error: str = "interaction_required"
-    #: A silent step has no page: when it is needed the pipeline calls ``run_silently``
-    #: (which must make it no longer needed) and runs again. Also under ``prompt=none``.
-    silent: bool = False
-
-    def needed(self, ctx: SignInContext) -> str | None:
-        raise NotImplementedError
-
-    def run_silently(self, ctx: SignInContext) -> None:
-        raise NotImplementedError
-
-
-class Pipeline:
-    def __init__(self, steps: list[Step]):
-        self.steps = steps
-
-    def next_step(self, ctx: SignInContext) -> tuple[Step, str] | None:
-        for step in self.steps:
-            reason = step.needed(ctx)
-            if reason:
-                return step, reason
-        return None
-
-
-def session_age_exceeded(ctx: SignInContext) -> bool:
-    if ctx.max_age is None or ctx.session is None:
-        return False
-    # max_age=0 asks for a fresh authentication, like prompt=login (OIDC Core 3.1.2.1).
-    return ctx.max_age == 0 or epoch(utcnow()) - epoch(ctx.session.auth_time) > ctx.max_age
 
 
 def progress_owner(session: SsoSession | None) -> dict | None:
