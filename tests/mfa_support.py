@@ -113,6 +113,26 @@ class MfaBrowser(OidcActions):
         assert match, f"no link {text!r} on {heading(response)!r}"
         return self.go(self.http.get(match.group(1).replace("&amp;", "&")))
 
+    def method_buttons(self, response) -> dict[str, str]:
+        """The challenge's "Use another method" buttons: label -> the factor each asks for."""
+        html = response.get_data(as_text=True)
+        return {label.strip(): kind for kind, label in re.findall(
+            r'<button [^>]*name="m-factor" value="([^"]+)"[^>]*>([^<]+)</button>', html)}
+
+    def use_method(self, response, label):
+        """Press the challenge's "Use another method" button ``label``."""
+        kind = self.method_buttons(response).get(label)
+        assert kind, f"no method {label!r} on {heading(response)!r}"
+        return self.ask_for_method(response, kind)
+
+    def ask_for_method(self, response, kind):
+        """Post the "Use another method" form with ``kind``, offered on the page or not (with
+        the CSRF token of the page's first form when it shows no such form)."""
+        token = next(value for name, value in forms(response.get_data(as_text=True))[0][
+            "fields"].items() if name.endswith("csrf_token"))
+        return self.go(self.http.post(response.request.path + "/method",
+                                      data={"m-csrf_token": token, "m-factor": kind}))
+
     # -- pages --------------------------------------------------------------------------
 
     def enroll_in_mfa(self, page):

@@ -54,11 +54,6 @@ def sms_count(browser) -> int:
     return len([m for m in browser.sms_messages() if m["to"] == PHONE_E164])
 
 
-def link_targets(page) -> list[str]:
-    return [href.replace("&amp;", "&")
-            for href in re.findall(r'<a [^>]*href="([^"]+)"', page.get_data(as_text=True))]
-
-
 # --- the challenge page -----------------------------------------------------------------
 
 
@@ -99,7 +94,7 @@ def test_enrolled_user_on_a_new_browser_is_challenged_with_a_passcode_by_sms(
     assert [e.detail["factor"] for e in passed] == ["sms"]
 
 
-def test_the_challenge_links_to_every_other_enrolled_factor_and_to_recovery_codes(
+def test_the_challenge_offers_every_other_enrolled_factor_and_recovery_codes(
         mfa, enrolled, cohort_rp):
     db.session.add(MfaFactor(user_id=enrolled.user.id, kind="email",
                              destination="alice@example.com"))
@@ -110,13 +105,10 @@ def test_the_challenge_links_to_every_other_enrolled_factor_and_to_recovery_code
 
     page = mfa.start(cohort_rp[0])
     assert heading(page) == CHALLENGE
-    pending = re.search(r"/mfa/challenge/([^?\"]+)", page.get_data(as_text=True)).group(1)
-    targets = link_targets(page)
-    for kind in ("email", "totp", "recovery"):
-        assert f"/mfa/challenge/{pending}?factor={kind}" in targets
-    assert f"/mfa/challenge/{pending}?factor=sms" not in targets  # the one shown
+    assert mfa.method_buttons(page) == {"Email": "email", "Authentication app": "totp",
+                                        "Recovery code": "recovery"}  # not SMS, the one shown
 
-    page = mfa.click(page, "Email")
+    page = mfa.use_method(page, "Email")
     assert "Please enter the passcode sent to the email address" in text(page)
     assert "alice@example.com" not in text(page)
     claims = claims_of(mfa, cohort_rp,
@@ -503,7 +495,7 @@ def test_app_enrollment_and_challenge_record_the_step_used(mfa, app_user, cohort
 
 def test_a_recovery_code_passes_the_challenge_once_and_sends_a_notice(
         mfa, browser, enrolled, cohort_rp):
-    page = mfa.click(mfa.start(cohort_rp[0]), "Recovery code")
+    page = mfa.use_method(mfa.start(cohort_rp[0]), "Recovery code")
     assert heading(page) == CHALLENGE
     assert "Enter one of the recovery codes" in text(page)
     assert 'value="Resend"' not in page.get_data(as_text=True)
@@ -524,7 +516,7 @@ def test_a_recovery_code_passes_the_challenge_once_and_sends_a_notice(
     assert code not in notices[0].text
 
     other = browser()
-    page = other.click(other.start(cohort_rp[0]), "Recovery code")
+    page = other.use_method(other.start(cohort_rp[0]), "Recovery code")
     refused = other.submit_passcode(page, code)
     assert heading(refused) == CHALLENGE
     assert alert_text(refused)
@@ -536,7 +528,7 @@ def test_a_recovery_code_passes_the_challenge_once_and_sends_a_notice(
 def test_a_recovery_code_of_another_account_is_refused(mfa, browser, enrolled, cohort_rp):
     make_user("bob", created_at=AFTER_CUTOFF)
     bob_codes = enroll_by_sms(browser(), cohort_rp[0], username="bob", number="(202) 555-0188")
-    page = mfa.click(mfa.start(cohort_rp[0]), "Recovery code")
+    page = mfa.use_method(mfa.start(cohort_rp[0]), "Recovery code")
     refused = mfa.submit_passcode(page, bob_codes[0])
     assert heading(refused) == CHALLENGE
     claims = claims_of(mfa, cohort_rp, mfa.submit_passcode(refused, enrolled.recovery_codes[0]))
@@ -648,17 +640,16 @@ def test_a_step_up_to_aal2_offers_only_factors_that_meet_it(mfa, enrolled, cohor
     db.session.add(MfaFactor(user_id=enrolled.user.id, kind="email",
                              destination="alice@example.com"))
     db.session.commit()
-    page = mfa.click(mfa.start(cohort_rp[0]), "Email")
+    page = mfa.use_method(mfa.start(cohort_rp[0]), "Email")
     page = mfa.submit_passcode(page, mfa.email_passcode(to="alice@example.com"))
     assert claims_of(mfa, cohort_rp, page)["acr"] == ACR_MFA
 
     page = mfa.go(mfa.authorize(cohort_rp[0], acr_values=ACR_AAL2))
     assert heading(page) == CHALLENGE
     assert f"the phone number {MASKED_PHONE}" in text(page)
-    assert not any("factor=email" in target for target in link_targets(page))
-    assert any("factor=recovery" in target for target in link_targets(page))
-    # Asking for the email passcode by address shows the SMS challenge all the same.
-    asked = mfa.go(mfa.http.get(page.request.path + "?factor=email"))
+    assert set(mfa.method_buttons(page).values()) == {"recovery"}
+    # Asking for the email passcode all the same shows the SMS challenge.
+    asked = mfa.ask_for_method(page, "email")
     assert f"the phone number {MASKED_PHONE}" in text(asked)
     claims = claims_of(mfa, cohort_rp, pass_challenge(mfa, asked))
     assert claims["acr"] == ACR_AAL2

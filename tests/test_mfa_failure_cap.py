@@ -54,10 +54,6 @@ def sms_count(browser) -> int:
     return len([m for m in browser.sms_messages() if m["to"] == PHONE_E164])
 
 
-def links(page) -> list[str]:
-    return re.findall(r'<a [^>]*href="([^"]+)"', page.get_data(as_text=True))
-
-
 def lockout_reasons(user_id: int) -> list[str]:
     return [event.detail["reason"] for event in audit_events("mfa_locked", user_id)]
 
@@ -89,7 +85,7 @@ def block_sms(browser, rp, user_id: int):
 
 def block_recovery_codes(browser, page, user_id: int):
     """Six wrong recovery codes in a row, over two cool-downs; returns the last page."""
-    page = browser.click(page, "Recovery code")
+    page = browser.use_method(page, "Recovery code")
     page = fail(browser, page, WRONG_RECOVERY_CODE, MAX_FAILURES)
     assert "try again in 15 minutes" in alert_text(page)
     end_cool_down(user_id)
@@ -137,8 +133,8 @@ def test_failures_in_a_row_across_cool_downs_block_the_factor_even_for_the_right
     page = other.start(cohort_rp[0])
     assert heading(page) == CHALLENGE
     assert "Enter one of the recovery codes" in text(page)
-    assert not any("factor=sms" in link for link in links(page))
-    asked = other.go(other.http.get(page.request.path + "?factor=sms"))
+    assert "sms" not in other.method_buttons(page).values()
+    asked = other.ask_for_method(page, "sms")
     assert "Enter one of the recovery codes" in text(asked)
     assert sms_count(mfa) == sent
 
@@ -166,7 +162,7 @@ def test_another_factor_passes_while_one_is_blocked_and_unblocks_it(
     other = browser()
     page = other.start(cohort_rp[0])
     assert "Please enter the passcode sent to the email address" in text(page)
-    assert not any("factor=sms" in link for link in links(page))
+    assert "sms" not in other.method_buttons(page).values()
     claims = other.id_token_claims(*cohort_rp, other.finish(other.submit_passcode(
         page, other.email_passcode(to="alice@example.com"))))
     assert set(claims["amr"]) == {"pwd", "email", "otp", "mfa"}
@@ -213,7 +209,7 @@ def test_recovery_codes_are_capped_too_and_only_the_help_desk_unblocks_them(
     refused = mfa.submit_passcode(page, enrolled.recovery_codes[0])
     assert "Too many failed attempts with recovery codes" in alert_text(refused)
     assert not audit_events("mfa_challenge_passed", enrolled.user.id)
-    page = mfa.click(refused, "SMS")
+    page = mfa.use_method(refused, "SMS")
     claims = mfa.id_token_claims(*cohort_rp, mfa.finish(mfa.submit_passcode(
         page, mfa.sms_passcode())))
     assert set(claims["amr"]) == {"pwd", "sms", "otp", "mfa"}
@@ -242,7 +238,7 @@ def test_when_every_factor_is_blocked_the_challenge_says_to_contact_the_help_des
     message = alert_text(page)
     assert "every multifactor authentication (MFA) method of your account is blocked" in message
     assert f"Contact {SUPPORT}" in message
-    assert not any("factor=" in link for link in links(page))
+    assert other.method_buttons(page) == {}
     refused = other.submit_passcode(page, wrong(mfa.sms_passcode()))
     assert refused.status_code == 200 and heading(refused) == CHALLENGE
     assert f"Contact {SUPPORT}" in alert_text(refused)

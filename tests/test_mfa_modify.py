@@ -422,7 +422,7 @@ def test_modify_authentication_app_sets_up_totp_which_then_passes_the_challenge(
         db.select(MfaFactor).filter_by(user_id=enrolled.user.id))}
     assert kinds == {"sms", "totp"}
     other = browser()
-    page = other.click(challenge(other, rp), "Authentication app")
+    page = other.use_method(challenge(other, rp), "Authentication app")
     next_step = pyotp.TOTP(key).at(time.time() + 30)
     params = other.finish(other.submit_passcode(page, next_step))
     claims = other.id_token_claims(rp, secret, params)
@@ -441,7 +441,7 @@ def test_modify_recovery_codes_shows_ten_new_codes_and_the_old_ones_stop_working
     assert db.session.scalar(db.select(db.func.count()).select_from(RecoveryCode).where(
         RecoveryCode.user_id == enrolled.user.id)) == 10
     other = browser()
-    page = other.click(challenge(other, rp), "Recovery code")
+    page = other.use_method(challenge(other, rp), "Recovery code")
     refused = other.submit_passcode(page, enrolled.recovery_codes[0])
     assert heading(refused) == CHALLENGE and alert_text(refused)
     params = other.finish(other.submit_passcode(refused, codes[0]))
@@ -489,7 +489,7 @@ def test_modify_email_adds_an_email_factor_to_an_sms_only_account(
     assert kinds.get("email") == NEW_MFA_EMAIL
     age_send_counters(3600)
     other = browser()
-    page = other.click(challenge(other, rp), "Email")
+    page = other.use_method(challenge(other, rp), "Email")
     assert "the email address a********@example.org" in page.get_data(as_text=True)
     params = other.finish(other.submit_passcode(page, other.email_passcode(to=NEW_MFA_EMAIL)))
     assert "code" in params, params

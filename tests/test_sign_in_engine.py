@@ -80,7 +80,7 @@ def test_the_passcode_is_sent_by_the_answer_to_the_password_not_by_the_challenge
     assert mfa.finish(mfa.submit_passcode(page, mfa.sms_passcode()))
 
 
-def test_another_method_is_sent_by_its_link_which_then_shows_the_page_that_sends_nothing(
+def test_another_method_is_sent_by_its_button_which_then_shows_the_page_that_sends_nothing(
         mfa, enrolled, cohort_rp):
     db.session.add(MfaFactor(user_id=enrolled.user.id, kind="email",
                              destination="alice@example.com"))
@@ -91,9 +91,15 @@ def test_another_method_is_sent_by_its_link_which_then_shows_the_page_that_sends
         return len([m for m in mfa.mail.messages if "passcode:" in m.text])
 
     before = emailed()
-    answer = mfa.http.get(page.request.path + "?factor=email")
+    # Opened by address, the former link to the method sends nothing.
+    mfa.go(mfa.http.get(page.request.path + "?factor=email"))
+    assert emailed() == before
+    method_form = next(f for f in forms(page.get_data(as_text=True))
+                       if (f["action"] or "").endswith("/method"))
+    answer = mfa.http.post(method_form["action"], data={**method_form["fields"],
+                                                        "m-factor": "email"})
     assert answer.status_code == 302
-    assert answer.headers["Location"].endswith(page.request.path)  # no ?factor= to reload
+    assert answer.headers["Location"].endswith(page.request.path)  # a page to reload
     assert emailed() == before + 1
     page = mfa.go(answer)
     assert "the email address" in page.get_data(as_text=True)
@@ -149,3 +155,16 @@ def test_no_page_or_template_of_the_mfa_plugin_branches_on_a_factor_kind():
     templates = sorted((ROOT / "plugins/mfa/templates/mfa").glob("*.html"))
     branching = re.compile(r"\{%-?\s*(el)?if[^%]*\bkind\b\s*(==|in|!=)")
     assert [t.name for t in templates if branching.search(t.read_text())] == []
+
+
+def test_another_method_asked_for_without_the_forms_token_sends_nothing(
+        mfa, enrolled, cohort_rp):
+    db.session.add(MfaFactor(user_id=enrolled.user.id, kind="email",
+                             destination="alice@example.com"))
+    db.session.commit()
+    page = mfa.start(cohort_rp[0])
+    before = len(mfa.mail.messages)
+    answer = mfa.http.post(page.request.path + "/method", data={"m-factor": "email"})
+    assert answer.status_code == 400
+    assert "the phone number" in mfa.http.get(page.request.path).get_data(as_text=True)
+    assert len(mfa.mail.messages) == before

@@ -77,6 +77,12 @@ class PasscodeForm(FlaskForm):
     submit = SubmitField("Submit")
 
 
+class AnotherMethodForm(FlaskForm):
+    """Use another method: each method is a button whose value is the factor's kind."""
+
+    factor = StringField(validators=[DataRequired(), Length(max=20)])
+
+
 class ResendForm(FlaskForm):
     resend = SubmitField("Resend")
 

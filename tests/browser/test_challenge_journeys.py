@@ -107,7 +107,7 @@ def test_modify_mfa_options_verifies_a_new_email_by_its_link(idp, person, cns):
     # The new address is an MFA method now: another browser may get its passcode there.
     tablet = person("tablet")
     request = challenged_sign_in(tablet, cns, account)
-    tablet.follow("Email")
+    tablet.press("Email")
     assert tablet.heading == CHALLENGE
     tablet.submit_passcode(idp.email_passcode(new_email))
     claims = tablet.back_at(cns, request)

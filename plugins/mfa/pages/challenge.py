@@ -1,7 +1,7 @@
 """The challenge: Multifactor Authentication (MFA) with the factor chosen, its answer
 checked, and what a pass records. The passcode is sent when the sign-in arrives here
-(``ChallengeStep.arrive``) or when another method is chosen (its link, which then redirects
-to the page), never by showing the page."""
+(``ChallengeStep.arrive``) or when another method is chosen (its button, a POST that then
+redirects to the page), never by showing the page."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from idp.plugin_api import audit, continue_sign_in, db, load_interaction, utcnow
 from plugins.mfa import challenges, lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
 from plugins.mfa.factors import FACTORS
-from plugins.mfa.forms import PasscodeForm, ResendForm
+from plugins.mfa.forms import AnotherMethodForm, PasscodeForm, ResendForm
 from plugins.mfa.models import MfaFactor
 from plugins.mfa.pages.common import (
     bp,
@@ -38,17 +38,6 @@ def challenge(pending_id: str):
         audit.record("mfa_modify_requested", user_id=ctx.user.id,
                      client_id=ctx.client.client_id)
         db.session.commit()
-    wanted = request.args.get("factor")
-    if wanted is not None and request.method == "GET":
-        # Use another method (a link the person follows): the choice is kept and its
-        # passcode sent, then the page is shown at its own address, which sends nothing
-        # however often it is shown.
-        if wanted in kinds:
-            error = challenges.start(ctx, challenges.chosen(ctx, kinds, wanted), rows)
-            if error:
-                flash(error, "error")
-        db.session.commit()
-        return redirect(url_for("mfa.challenge", pending_id=pending_id))
     kind = challenges.chosen(ctx, kinds)
     factor, row = FACTORS[kind], rows.get(kind)
     destination = row.destination if row is not None else None
@@ -80,8 +69,25 @@ def challenge(pending_id: str):
                  resend_url=url_for("mfa.resend", pending_id=pending_id)
                  if factor.sends_code and not lockout.is_blocked(ctx.user.id, kind) else None,
                  others=[(k, FACTORS[k]) for k in kinds if k != kind],
+                 method_form=AnotherMethodForm(prefix="m"),
                  show_modify=not current.modify_requested, challenge=True,
                  modify_requested=current.modify_requested)
+
+
+@bp.route("/challenge/<pending_id>/method", methods=["POST"])
+def another_method(pending_id: str):
+    """Use another method: the choice is kept and, for a factor that sends one, its passcode
+    sent; then the challenge page is shown at its own address, which sends nothing however
+    often it is shown."""
+    ctx = load_interaction(pending_id, serves=ChallengeStep.name)
+    form = AnotherMethodForm(prefix="m")
+    kinds, rows = challenges.available(ctx)
+    if form.validate_on_submit() and form.factor.data in kinds:
+        error = challenges.start(ctx, challenges.chosen(ctx, kinds, form.factor.data), rows)
+        if error:
+            flash(error, "error")
+    db.session.commit()
+    return redirect(url_for("mfa.challenge", pending_id=pending_id))
 
 
 def _challenge_passed(ctx, kind: str, row: MfaFactor | None, remember: bool):
