@@ -151,6 +151,8 @@ def _check_throttles(channel: str, destination: str, masked: str, kind: str,
             f"We can't send {what} right now. Try again in a minute; nothing you have done "
             "so far is lost.", "throttled:unavailable", exc.retry_after) from None
     if refused is None:
+        # Committed before the send: a parallel request (any instance) sees the count, and no
+        # transaction (nor the row locks it holds) stays open across the network call.
         db.session.commit()
         return limits, at
     limit, retry_after = refused
@@ -190,7 +192,7 @@ def _failed(channel: str, kind: str, masked: str, user_id: int | None, backend: 
 def _sent(channel: str, kind: str, masked: str, user_id: int | None, backend: str) -> None:
     audit.record("delivery_sent", user_id=user_id, channel=channel, kind=kind, to=masked,
                  backend=backend)
-    db.session.commit()
+    db.session.commit()  # the message is gone: its record must not depend on the page
     metrics.delivery(channel, kind, "sent")
 
 
