@@ -410,7 +410,10 @@ def test_under_gunicorn_metrics_add_up_the_requests_of_every_worker(tmp_path, mi
                                 timeout=HTTP_TIMEOUT).status_code
 
         with ThreadPoolExecutor(max_workers=6) as pool:
-            for _ in range(20):  # until both workers have served some
+            # Until both workers have served some: a worker still booting on a busy machine
+            # leaves every request to the other for a while.
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
                 statuses = list(pool.map(fetch, range(12)))
                 assert statuses == [200] * 12
                 served += len(statuses)
