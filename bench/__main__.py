@@ -16,7 +16,15 @@ from pathlib import Path
 
 from bench.load import paced, saturate
 from bench.results import LATENCY_TARGET, Totals, latency_spread, print_report
-from bench.scenarios import CEILING, SCENARIOS, CeilingWorkload, Scenario, Workload
+from bench.scenarios import (
+    CEILING,
+    REFERENCE,
+    SCENARIOS,
+    Scenario,
+    Workload,
+    ceiling_workload,
+    reference_workload,
+)
 from bench.server import Gunicorn, Instance, Sinks, load_average, pinning
 
 
@@ -108,17 +116,21 @@ class Bench:
             os.sched_setaffinity(0, {self.client_cpu})
         for instance in self.instances.values():
             instance.start(self.server_cpu)
+        env = dict(self.instances["small"].env)
         self.ceiling = None
         if self.with_ceiling:
-            env = dict(self.instances["small"].env)
             self.ceiling = Gunicorn(env, root / "argon2.log", app="bench.argon2_app:app",
                                     cpu=self.server_cpu).start()
+        # The framework's own rate under the same gunicorn settings: the API targets' base.
+        self.reference = Gunicorn(env, root / "flask.log", app="bench.flask_app:app",
+                                  cpu=self.server_cpu).start()
 
     def stop(self) -> None:
         for instance in getattr(self, "instances", {}).values():
             instance.stop()
-        if getattr(self, "ceiling", None) is not None:
-            self.ceiling.stop()
+        for server in (getattr(self, "ceiling", None), getattr(self, "reference", None)):
+            if server is not None:
+                server.stop()
         if getattr(self, "sinks", None) is not None:
             self.sinks.stop()
 
@@ -131,13 +143,24 @@ class Bench:
             return self.args.sign_in_duration * 2 / 3
         return self.args.duration
 
+    def own_server(self, scenario: Scenario):
+        """(results key, server, workload) of a scenario with a server of its own (the
+        argon2id ceiling, the Flask reference), else None."""
+        if scenario.kind == "ceiling":
+            return "argon2", self.ceiling, self.ceiling_load
+        if scenario.kind == "reference":
+            return "flask", self.reference, self.reference_load
+        return None
+
     async def measure(self) -> None:
         workloads = {name: Workload(instance) for name, instance in self.instances.items()}
-        ceiling = CeilingWorkload(self.ceiling.url) if self.ceiling else None
+        ceiling = self.ceiling_load = (ceiling_workload(self.ceiling.url) if self.ceiling
+                                       else None)
+        self.reference_load = reference_workload(self.reference.url)
         try:
             for workload in workloads.values():
                 await workload.prepare()
-            order = list(self.scenarios)
+            order = [REFERENCE, *self.scenarios]
             if ceiling:
                 order.append(CEILING)
             rounds = self.args.rounds
@@ -148,8 +171,8 @@ class Bench:
                     warmup = self.args.warmup if number == 0 else 0.3
                     if scenario.kind != "api":
                         warmup = max(warmup, 1.0)
-                    targets = ([("argon2", self.ceiling, ceiling.users, ceiling.operation)]
-                               if scenario.kind == "ceiling" else
+                    own = self.own_server(scenario)
+                    targets = ([(own[0], own[1], own[2].users, own[2].operation)] if own else
                                [(name, w.instance.server, w.users[scenario.name],
                                  w.operation(scenario.name)) for name, w in workloads.items()])
                     for where, server, users, operation in targets:
@@ -167,13 +190,13 @@ class Bench:
             self.say(f"below saturation (load average {load_average()})")
             small = workloads["small"]
             for scenario in order:
-                totals = self.results[("argon2" if scenario.kind == "ceiling" else "small",
-                                       scenario.name)]
+                own = self.own_server(scenario)
+                totals = self.results[(own[0] if own else "small", scenario.name)]
                 rate = totals.saturated.rate * self.args.paced_load
-                if rate <= 0:
+                if rate <= 0 or scenario.kind == "reference":
                     continue
-                if scenario.kind == "ceiling":
-                    server, users, operation = self.ceiling, ceiling.users, ceiling.operation
+                if own:
+                    server, users, operation = own[1], own[2].users, own[2].operation
                 else:
                     server = small.instance.server
                     users, operation = small.users[scenario.name], small.operation(scenario.name)
@@ -200,6 +223,7 @@ class Bench:
                 await workload.close()
             if ceiling:
                 await ceiling.close()
+            await self.reference_load.close()
 
     # -- reporting -------------------------------------------------------------------
 

@@ -231,6 +231,8 @@ SCENARIOS = [
 ]
 CEILING = Scenario("argon2id", "one argon2id verification per request (bench.argon2_app)", 4,
                    kind="ceiling")
+REFERENCE = Scenario("flask", "GET /healthz of a bare Flask app (bench.flask_app)", 8,
+                     kind="reference")
 
 
 @dataclass
@@ -348,19 +350,29 @@ class Workload:
                 "userinfo": userinfo, "sign-in": sign_in}[name]
 
 
-class CeilingWorkload:
-    """Virtual users of the argon2id ceiling (``bench.argon2_app``)."""
+class OneRequestWorkload:
+    """Virtual users sending one fixed request to a server of their own: the argon2id
+    ceiling (``bench.argon2_app``) or the bare Flask reference (``bench.flask_app``)."""
 
-    def __init__(self, base_url: str):
-        self.users = [ApiUser(RawHttp(base_url)) for _ in range(CEILING.concurrency)]
+    def __init__(self, base_url: str, scenario: Scenario, method: str, path: str,
+                 form: dict | None = None):
+        self.users = [ApiUser(RawHttp(base_url)) for _ in range(scenario.concurrency)]
+        self.path = path
         for user in self.users:
-            user.request = user.http.prepare("POST", "/verify", form={})
+            user.request = user.http.prepare(method, path, form=form)
 
-    @staticmethod
-    async def operation(user: ApiUser) -> None:
+    async def operation(self, user: ApiUser) -> None:
         answer = await user.http.send(user.request)
         if answer.status != 200:
-            raise OperationError(f"verify answered {answer.status}")
+            raise OperationError(f"{self.path} answered {answer.status}")
 
     async def close(self) -> None:
         await asyncio.gather(*(u.http.close() for u in self.users), return_exceptions=True)
+
+
+def ceiling_workload(base_url: str) -> OneRequestWorkload:
+    return OneRequestWorkload(base_url, CEILING, "POST", "/verify", form={})
+
+
+def reference_workload(base_url: str) -> OneRequestWorkload:
+    return OneRequestWorkload(base_url, REFERENCE, "GET", "/healthz")

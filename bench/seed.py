@@ -2,7 +2,7 @@
 
 Runs with the IdP's environment (``IDP_*``), in the application's context. The template user
 was created by ``idp users create``; every account added here gets a copy of its password
-hash, so each row holds a real argon2id hash made by ``idp.passwords`` with the production
+hash, so each row holds a real argon2id hash made by ``idp.passwords`` with the IdP's
 parameters (one hash computed once, instead of one per row, which would take hours for
 100 000 accounts). Verifying it costs exactly what verifying any other user's hash costs.
 
@@ -49,12 +49,12 @@ def seed_users(count: int, template: str, seed: str) -> dict:
         if source is None:
             raise SystemExit(f"no user {template!r}: create it with `idp users create` first")
         parameters = argon2.extract_parameters(source.password_hash)
-        defaults = argon2.PasswordHasher()
+        config = app.config
         if (parameters.type is not argon2.Type.ID
-                or parameters.time_cost != defaults.time_cost
-                or parameters.memory_cost != defaults.memory_cost
-                or parameters.parallelism != defaults.parallelism):
-            raise SystemExit(f"the template hash is not argon2id with the library's "
+                or parameters.time_cost != config["IDP_ARGON2_TIME_COST"]
+                or parameters.memory_cost != config["IDP_ARGON2_MEMORY_KIB"]
+                or parameters.parallelism != config["IDP_ARGON2_PARALLELISM"]):
+            raise SystemExit(f"the template hash is not argon2id with the IdP's "
                              f"parameters: {parameters}")
         existing = set(db.session.scalars(select(User.username)))
         names = [USERNAME_FORMAT.format(i) for i in range(count)]

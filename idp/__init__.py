@@ -24,12 +24,13 @@ DEFAULT_INSTANCE = (Path.cwd() if ROOT == _BUNDLED else ROOT) / "instance"
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create the application; ``test_config`` overrides settings from the environment."""
     from idp import config as settings
-    from idp import errors, logs, ratelimit
+    from idp import errors, logs, passwords, ratelimit
     from idp.auth.acr import PASSWORD_LEVEL, AcrLadder
     from idp.auth.steps import ConsentStep, PasswordStep, TermsStep
-    from idp.extensions import csrf, db, migrate
+    from idp.extensions import check_csrf, csrf, db, migrate
     from idp.models import SigningKey
     from idp.plugins import PluginRegistry, load_plugins
+    from idp.request_hooks import request_hooks
     from idp.signin.pipeline import Pipeline
 
     test_config = dict(test_config or {})
@@ -71,7 +72,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             sqlite.init_app(app, db.engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
+    # Flask-WTF's own hook is switched off (WTF_CSRF_CHECK_DEFAULT): the same check runs among
+    # the IdP's request hooks, for the methods that need it only.
+    request_hooks(app).before(check_csrf)
     errors.init_app(app)
+    passwords.init_app(app)
     ratelimit.init_app(app)
 
     registry = PluginRegistry(plugins=plugins)
@@ -89,9 +94,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from idp.auth.routes import bp as auth_bp
     from idp.oauth import server
     from idp.oauth.routes import bp as oauth_bp
+    from idp.oauth.routes import send_back_channel_logouts
 
     server.init_app(app)
     app.register_blueprint(oauth_bp)
+    request_hooks(app).after(send_back_channel_logouts)
     app.register_blueprint(auth_bp)
     for blueprint in registry.blueprints:
         app.register_blueprint(blueprint)
@@ -103,6 +110,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from idp import cli
 
     cli.init_app(app, registry)
+
+    from idp.public_documents import PublicDocuments
+
+    # Discovery and the JWKS, once rendered, are answered before Flask (same answer, headers
+    # and metrics); everything else goes through Flask.
+    app.wsgi_app = PublicDocuments(app, app.wsgi_app)
 
     if app.config["IDP_PROXY_COUNT"] > 0:
         # Behind a load balancer: trust that many X-Forwarded-For/-Proto hops, no more.
@@ -166,7 +179,11 @@ def _configure_flask(app: Flask, settings) -> None:
         MAX_CONTENT_LENGTH=256 * 1024,
         WTF_CSRF_TIME_LIMIT=config["IDP_PENDING_LIFETIME"],
         WTF_CSRF_SSL_STRICT=False,
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked by idp.extensions.check_csrf
     )
+    from idp.cookie_session import CookieSessionInterface
+
+    app.session_interface = CookieSessionInterface()
     if not https:
         # Authlib refuses plain http outside loopback; the issuer decides, not the request.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")

@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from idp.passwords import OWASP_PROFILES, meets_owasp_minimum
+
 # name -> (default, cast). Defaults are for the embedded development setup.
 SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_ENV": ("development", str),
@@ -78,6 +80,10 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_TWILIO_MESSAGING_SERVICE_SID": ("", str),
     "IDP_TWILIO_BASE_URL": ("https://api.twilio.com", str),
     "IDP_DEV_OUTBOX": (False, bool),
+    # argon2id password hashing (idp.passwords: an OWASP profile, one lane)
+    "IDP_ARGON2_MEMORY_KIB": (19456, int),
+    "IDP_ARGON2_TIME_COST": (2, int),
+    "IDP_ARGON2_PARALLELISM": (1, int),
     # Password attempts
     "IDP_LOGIN_LIMIT_PER_USER": (10, int),
     "IDP_LOGIN_LIMIT_PER_ADDRESS": (100, int),
@@ -272,6 +278,11 @@ def check_choices(config: dict[str, Any]) -> None:
     ):
         raise ConfigError(f"IDP_JWKS_CACHE_SECONDS must be a whole number from 0 to "
                           f"{JWKS_MAX_AGE} (it is {jwks_cache!r}).")
+    check_range(config, "IDP_ARGON2_PARALLELISM", 1, 64)
+    # argon2 needs 8 KiB per lane; 4 GiB is more than any worker should hold per sign-in.
+    check_range(config, "IDP_ARGON2_MEMORY_KIB", 8 * config["IDP_ARGON2_PARALLELISM"],
+                4 * 1024 * 1024)
+    check_range(config, "IDP_ARGON2_TIME_COST", 1, 100)
     check_range(config, "IDP_CLIENT_JWKS_REFETCH_SECONDS", 1, 3600)
     check_range(config, "IDP_CLIENT_JWKS_CACHE_SECONDS", config["IDP_CLIENT_JWKS_REFETCH_SECONDS"],
                 86400)
@@ -340,6 +351,12 @@ def check_production(config: dict[str, Any]) -> None:
         if (config["IDP_SMS_BACKEND"] == backend and url.startswith("http://")
                 and not _is_loopback_url(url)):
             problems.append(f"{name} must use https:// (http is only allowed on loopback)")
+    if not meets_owasp_minimum(config["IDP_ARGON2_MEMORY_KIB"], config["IDP_ARGON2_TIME_COST"],
+                               config["IDP_ARGON2_PARALLELISM"]):
+        profiles = ", ".join(f"{memory} KiB with {passes} pass{'es' if passes > 1 else ''}"
+                             for memory, passes in OWASP_PROFILES)
+        problems.append("IDP_ARGON2_MEMORY_KIB and IDP_ARGON2_TIME_COST must be at least one "
+                        f"of OWASP's argon2id profiles ({profiles})")
     if config["IDP_METRICS_TOKEN"] and len(config["IDP_METRICS_TOKEN"]) < 32:
         problems.append("IDP_METRICS_TOKEN must be a random value of at least 32 characters")
     database = config.get("SQLALCHEMY_DATABASE_URI") or config["IDP_DATABASE_URL"] or "sqlite"

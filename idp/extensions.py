@@ -1,5 +1,6 @@
 """Flask extension objects, created unbound and initialised in ``create_app``."""
 
+from flask import current_app, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -13,6 +14,14 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate(render_as_batch=True, compare_type=True)
 csrf = CSRFProtect()
+
+
+def check_csrf() -> None:
+    """Flask-WTF's CSRF check of a form post (a request hook; ``csrf.exempt`` views and
+    blueprints are skipped), done only for the methods it applies to."""
+    config = current_app.config
+    if request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]:
+        csrf.protect(apply_exemptions=True)
 
 
 def dialect_insert(target):

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, template_rendered
 
+from idp.request_hooks import request_hooks
+
 CSP = "Content-Security-Policy"
 HSTS_VALUE = "max-age=31536000; includeSubDomains"
 BASE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -69,20 +71,28 @@ def form_sources(uris: tuple[str, ...]) -> str:
     return " ".join(sources)
 
 
+def document_headers(production: bool) -> list[tuple[str, str]]:
+    """The security headers of a response that is not an HTML page (a JSON document)."""
+    return [*fixed_headers(production), (CSP, BASE_POLICY)]
+
+
 class SecurityHeaders:
     """The ``after_request`` hook (one per application, values built once)."""
 
     def __init__(self, production: bool):
-        self.fixed = fixed_headers(production)
+        self.fixed = [(name.lower(), name, value) for name, value in fixed_headers(production)]
         self.policy = BASE_POLICY
 
     def __call__(self, response: Response) -> Response:
+        # A header a view set itself is kept; the others are added (one pass over the
+        # response's headers, then one append each).
         headers = response.headers
-        for name, value in self.fixed:
-            if name not in headers:
-                headers[name] = value
-        if CSP not in headers:
-            headers[CSP] = self.policy_for(response)
+        present = {name.lower() for name, _ in headers}
+        for lowered, name, value in self.fixed:
+            if lowered not in present:
+                headers.add(name, value)
+        if "content-security-policy" not in present:
+            headers.add(CSP, self.policy_for(response))
         return response
 
     def policy_for(self, response: Response) -> str:
@@ -110,5 +120,5 @@ def _note_page_client(_app, template, context, **_extra) -> None:
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(SecurityHeaders(app.config["IDP_ENV"] == "production"))
+    request_hooks(app).after(SecurityHeaders(app.config["IDP_ENV"] == "production"))
     template_rendered.connect(_note_page_client, app)

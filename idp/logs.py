@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 from flask import Flask, g, has_request_context, request
 
+from idp.request_hooks import request_hooks
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _HANDLER_MARK = "_idp_handler"
@@ -41,6 +43,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def request_id_of(environ: dict) -> str:
+    """The request's id: a valid incoming ``X-Request-ID`` (a load balancer's), else a new one."""
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if _VALID_REQUEST_ID.match(given) else secrets.token_hex(8)
+
+
 def configure(app: Flask) -> None:
     """Install one handler on the root logger (once per process) and the request id."""
     root = logging.getLogger()
@@ -57,12 +65,13 @@ def configure(app: Flask) -> None:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
 
-    @app.before_request
-    def assign_request_id():
-        given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _VALID_REQUEST_ID.match(given) else secrets.token_hex(8)
+    hooks = request_hooks(app)
 
-    @app.after_request
+    @hooks.before
+    def assign_request_id():
+        g.request_id = request_id_of(request.environ)
+
+    @hooks.after
     def return_request_id(response):
         if "request_id" in g:
             response.headers[REQUEST_ID_HEADER] = g.request_id

@@ -32,6 +32,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from idp.request_hooks import request_hooks
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # 1 ms to 5 s: the JSON endpoints answer in milliseconds, a password check takes ~100 ms.
@@ -133,20 +135,23 @@ def _observe(response):
     if started is None:
         return response
     endpoint = request.endpoint or UNMATCHED
-    if endpoint in UNTIMED_ENDPOINTS:
-        return response
-    elapsed = time.perf_counter() - started
+    if endpoint not in UNTIMED_ENDPOINTS:
+        observe(endpoint, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def observe(endpoint: str, status: int, elapsed: float) -> None:
+    """One answer of ``endpoint``: its duration and its status class."""
     child = _durations.get(endpoint)
     if child is None:
         child = _durations[endpoint] = REQUEST_DURATION.labels(endpoint)
     child.observe(elapsed)
-    key = (endpoint, response.status_code // 100)
+    key = (endpoint, status // 100)
     counter = _responses.get(key)
     if counter is None:
         counter = _responses[key] = RESPONSES.labels(endpoint,
                                                      _STATUS_CLASSES.get(key[1], "other"))
     counter.inc()
-    return response
 
 
 # --- exposition ------------------------------------------------------------------------------
@@ -185,8 +190,9 @@ def metrics_view():
 
 def init_app(app: Flask) -> None:
     """Time every request and serve ``/metrics`` (unless production without a token)."""
-    app.before_request(_start_timer)
-    app.after_request(_observe)
+    hooks = request_hooks(app)
+    hooks.before(_start_timer)
+    hooks.after(_observe)
     if app.config["IDP_METRICS_TOKEN"] or app.config["IDP_ENV"] != "production":
         app.add_url_rule("/metrics", endpoint="metrics", view_func=metrics_view,
                          methods=["GET"])

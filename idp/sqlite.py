@@ -23,6 +23,8 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from idp.request_hooks import request_hooks
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 100
@@ -75,7 +77,7 @@ def init_app(app: Flask, engine: Engine) -> None:
     def count_commit(_connection) -> None:
         commits["count"] += 1
 
-    @app.after_request
+    @request_hooks(app).after
     def checkpoint_after_the_answer(response):
         if commits["count"] >= CHECKPOINT_EVERY:
             commits["count"] = 0

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from flask_migrate import upgrade
 
-from idp import create_app, passwords
+from idp import create_app
 from idp.extensions import db
 from idp.models import Client, User
 from idp.security import digest
@@ -49,10 +49,11 @@ PRODUCTION_SETTINGS = {
     "IDP_SMS_BACKEND": "webhook",
     "IDP_SMS_WEBHOOK_URL": "https://sms.example.com/send",
     "IDP_SMS_WEBHOOK_SECRET": "webhook-secret",
+    # The cheapest of OWASP's argon2id profiles, the least production accepts.
+    "IDP_ARGON2_MEMORY_KIB": "7168",
+    "IDP_ARGON2_TIME_COST": "5",
 }
 
-# Cheap argon2id parameters keep the suite fast; production parameters are the library's.
-passwords.configure(time_cost=1, memory_cost=1024)
 
 
 def pytest_addoption(parser):
@@ -79,6 +80,9 @@ def base_config(tmp_path, **overrides):
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "IDP_ISSUER": ISSUER,
         "IDP_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        # Cheap argon2id parameters keep the suite fast (development accepts them).
+        "IDP_ARGON2_MEMORY_KIB": 1024,
+        "IDP_ARGON2_TIME_COST": 1,
         "SQLALCHEMY_DATABASE_URI": (_DATABASE_URLS.get(str(tmp_path))
                                     or "sqlite:///" + str(tmp_path / "idp.db")),
     }

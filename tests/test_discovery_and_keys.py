@@ -320,3 +320,38 @@ def test_signing_keys_are_encrypted_at_rest(client, app):
     stored = db.session.scalar(db.select(SigningKey.private_jwk_encrypted).filter_by(kid=row.kid))
     assert private["d"] not in stored and private["p"] not in stored
     assert row.kid in client.get("/jwks.json").get_data(as_text=True)
+
+
+# --- answered in front of Flask once rendered ------------------------------------------------
+
+
+def answer_of(response) -> tuple[int, bytes, dict]:
+    """What a client sees of an answer, but the request id (new for each request)."""
+    seen = {k: v for k, v in response.headers.items() if k != "X-Request-ID"}
+    return response.status_code, response.get_data(), seen
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/jwks.json"])
+def test_a_rendered_document_is_answered_again_exactly_as_flask_answered_it(
+        client, app, path):
+    first = client.get(path)  # rendered by Flask
+    assert first.headers["X-Request-ID"]
+    assert app.extensions["idp.discovery" if "well-known" in path else "idp.published_keys"]
+    again = client.get(path)  # answered in front of Flask
+    assert answer_of(again) == answer_of(first)
+    assert again.headers["X-Request-ID"] != first.headers["X-Request-ID"]
+    etag = first.headers["ETag"]
+    not_modified = [client.get(path, headers={"If-None-Match": etag}) for _ in range(2)]
+    assert [r.status_code for r in not_modified] == [304, 304]
+    assert answer_of(not_modified[0])[2] == answer_of(not_modified[1])[2]
+    assert not_modified[0].get_data() == b""
+    given = client.get(path, headers={"X-Request-ID": "lb-1234"})
+    assert given.headers["X-Request-ID"] == "lb-1234"
+
+
+def test_a_jwks_past_its_cache_time_is_read_again_by_flask(client, app):
+    published(client)
+    stale = keys.Published(**{**vars(app.extensions["idp.published_keys"]), "until": 0.0})
+    app.extensions["idp.published_keys"] = stale
+    assert published(client)["keys"]
+    assert app.extensions["idp.published_keys"] is not stale  # rendered again

@@ -117,6 +117,12 @@ def published() -> Published:
     return entry
 
 
+def fresh_published(app) -> Published | None:
+    """The JWKS this worker has rendered, while it is fresh (``idp.public_documents``)."""
+    cached: Published | None = app.extensions.get(_PUBLISHED)
+    return cached if cached is not None and time.monotonic() < cached.until else None
+
+
 def forget_published() -> None:
     """Read the keys again at the next request (after a rotation)."""
     current_app.extensions.pop(_PUBLISHED, None)

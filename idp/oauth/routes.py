@@ -16,6 +16,7 @@ from idp.models import AUTH_METHODS
 from idp.oauth import authorize as authorization_request
 from idp.oauth import keys
 from idp.oauth.server import SCOPES_SUPPORTED, issuer, server
+from idp.public_documents import DISCOVERY_KEY, DISCOVERY_MAX_AGE
 from idp.signin import interaction
 
 bp = Blueprint("oauth", __name__)
@@ -84,13 +85,14 @@ def _public_json(body: bytes, etag: str, max_age: int):
 
 @bp.get("/.well-known/openid-configuration")
 def discovery():
-    # The document depends on the configuration only: rendered once per process.
-    rendered = current_app.extensions.get("idp.discovery")
+    # The document depends on the configuration only: rendered once per process (and then
+    # answered in front of Flask, idp.public_documents).
+    rendered = current_app.extensions.get(DISCOVERY_KEY)
     if rendered is None:
         body = json.dumps(discovery_document(), separators=(",", ":")).encode()
         rendered = (body, hashlib.sha256(body).hexdigest()[:32])
-        current_app.extensions["idp.discovery"] = rendered
-    return _public_json(*rendered, max_age=300)
+        current_app.extensions[DISCOVERY_KEY] = rendered
+    return _public_json(*rendered, max_age=DISCOVERY_MAX_AGE)
 
 
 @bp.get("/jwks.json")
@@ -169,7 +171,6 @@ def introspect():
     return _no_store(server.create_endpoint_response("introspection"))
 
 
-@bp.after_app_request
 def send_back_channel_logouts(response):
     """Tell the clients of every session that ended during this request (logout, or
     another user signing in on the same browser)."""
