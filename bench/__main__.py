@@ -58,8 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="accounts of the second database (0: skip it)")
     parser.add_argument("--only", nargs="+", metavar="SCENARIO",
                         choices=[s.name for s in SCENARIOS],
-                        help="run these scenarios only (healthz and, with sign-in, the "
-                             "argon2id ceiling are always run)")
+                        help="run these scenarios only (healthz, the bare Flask app and, with "
+                             "sign-in, the argon2id ceiling are always run)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run, not for the record: a third of the saturated "
                              "durations, half the paced ones, two rounds, at most 20 000 "

@@ -318,11 +318,13 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             per, _, statements = figures["best"][name]
             reference = reference or per
+            # In process there is no gunicorn, whose own work per request (about 0.25 ms
+            # here) both sides of make bench's ratios carry: these ratios are lower, and the
+            # targets are judged by make bench only.
             target = TARGETS.get(name)
-            verdict = (f"  (target >= {target:.2f}: "
-                       f"{'PASS' if reference / per >= target else 'MISS'})" if target else "")
+            shown = f"  (make bench target >= {target:.2f})" if target else ""
             print(f"{name:20} {per * 1000:7.3f} ms/request  {statements:5.1f} statements"
-                  f"  {reference / per:.2f} of flask{verdict}")
+                  f"  {reference / per:.2f} of flask in process{shown}")
     finally:
         sinks.stop()
         shutil.rmtree(root, ignore_errors=True)
