@@ -296,6 +296,18 @@ def test_idp_db_upgrade_without_the_plugin_makes_no_mfa_table(tmp_path, empty_da
         db.engine.dispose()
 
 
+def assert_at_both_heads_with_the_plugins_tables(tmp_path, database_url: str) -> None:
+    """The database is at the heads of the core's and the MFA plugin's branches, with the
+    plugin's tables exactly as its models describe them."""
+    app = create_app(base_config(tmp_path, IDP_PLUGINS=ALL_PLUGINS,
+                                 SQLALCHEMY_DATABASE_URI=database_url))
+    with app.app_context():
+        assert current_heads() == {chain(CORE_VERSIONS)[-1], chain(MFA_VERSIONS)[-1]}
+        assert table_names() >= MFA_TABLES
+        assert model_differences() == []
+        db.engine.dispose()
+
+
 def test_a_plugin_switched_on_after_the_first_upgrade_gets_its_tables_from_idp_db_upgrade(
         tmp_path, empty_database):
     assert run_idp(tmp_path, empty_database, "db", "upgrade", plugins="").returncode == 0
@@ -303,13 +315,7 @@ def test_a_plugin_switched_on_after_the_first_upgrade_gets_its_tables_from_idp_d
     result = run_idp(tmp_path, empty_database, "db", "upgrade")
 
     assert result.returncode == 0, result.stderr
-    app = create_app(base_config(tmp_path, IDP_PLUGINS=ALL_PLUGINS,
-                                 SQLALCHEMY_DATABASE_URI=empty_database))
-    with app.app_context():
-        assert current_heads() == {chain(CORE_VERSIONS)[-1], chain(MFA_VERSIONS)[-1]}
-        assert table_names() >= MFA_TABLES
-        assert model_differences() == []
-        db.engine.dispose()
+    assert_at_both_heads_with_the_plugins_tables(tmp_path, empty_database)
 
 
 def test_switching_the_plugin_off_after_its_branch_was_migrated_keeps_its_tables_and_rows(
@@ -414,13 +420,7 @@ def test_idp_db_upgrade_with_the_plugin_migrates_both_heads(tmp_path, empty_data
     result = run_idp(tmp_path, empty_database, "db", "upgrade")
 
     assert result.returncode == 0, result.stderr
-    app = create_app(base_config(tmp_path, IDP_PLUGINS=ALL_PLUGINS,
-                                 SQLALCHEMY_DATABASE_URI=empty_database))
-    with app.app_context():
-        assert current_heads() == {chain(CORE_VERSIONS)[-1], chain(MFA_VERSIONS)[-1]}
-        assert table_names() >= MFA_TABLES
-        assert model_differences() == []
-        db.engine.dispose()
+    assert_at_both_heads_with_the_plugins_tables(tmp_path, empty_database)
     created = run_idp(tmp_path, empty_database, "users", "create", "--username", "bob",
                       "--email", "bob@example.com", "--password-stdin",
                       input="Bob-Password-1\n")

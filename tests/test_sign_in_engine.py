@@ -80,11 +80,14 @@ def test_the_passcode_is_sent_by_the_answer_to_the_password_not_by_the_challenge
     assert mfa.finish(mfa.submit_passcode(page, mfa.sms_passcode()))
 
 
+def add_email_factor(user_id: int) -> None:
+    db.session.add(MfaFactor(user_id=user_id, kind="email", destination="alice@example.com"))
+    db.session.commit()
+
+
 def test_another_method_is_sent_by_its_button_which_then_shows_the_page_that_sends_nothing(
         mfa, enrolled, cohort_rp):
-    db.session.add(MfaFactor(user_id=enrolled.user.id, kind="email",
-                             destination="alice@example.com"))
-    db.session.commit()
+    add_email_factor(enrolled.user.id)
     page = mfa.start(cohort_rp[0])
 
     def emailed() -> int:
@@ -159,9 +162,7 @@ def test_no_page_or_template_of_the_mfa_plugin_branches_on_a_factor_kind():
 
 def test_another_method_asked_for_without_the_forms_token_sends_nothing(
         mfa, enrolled, cohort_rp):
-    db.session.add(MfaFactor(user_id=enrolled.user.id, kind="email",
-                             destination="alice@example.com"))
-    db.session.commit()
+    add_email_factor(enrolled.user.id)
     page = mfa.start(cohort_rp[0])
     before = len(mfa.mail.messages)
     answer = mfa.http.post(page.request.path + "/method", data={"m-factor": "email"})
