@@ -20,6 +20,7 @@ from tests.mfa_journeys import *  # noqa: F403
 from tests.mfa_journeys import CHALLENGE, PHONE_E164
 from tests.mfa_support import *  # noqa: F403
 from tests.mfa_support import heading
+from tests.test_hot_paths import statements
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTOR_KINDS = {"sms", "email", "totp", "recovery"}
@@ -169,3 +170,13 @@ def test_another_method_asked_for_without_the_forms_token_sends_nothing(
     assert answer.status_code == 400
     assert "the phone number" in mfa.http.get(page.request.path).get_data(as_text=True)
     assert len(mfa.mail.messages) == before
+
+
+def test_each_request_of_a_challenged_sign_in_reads_the_users_factors_once(
+        mfa, enrolled, cohort_rp):
+    # The steps and the challenge ask about the factors several times in one run of the
+    # pipeline: the password's answer and the challenge page read them once each.
+    with statements() as seen:
+        page = mfa.start(cohort_rp[0])
+    assert heading(page) == CHALLENGE
+    assert len([s for s in seen if re.search(r"\bFROM mfa_factors\b", s)]) == 2

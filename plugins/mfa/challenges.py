@@ -24,7 +24,7 @@ def available(ctx) -> tuple[list[str], dict[str, MfaFactor]]:
     of them is kept (one that meets AAL2 first) for the page to say what to do. A step-up to
     the AAL2 alias offers only the factors that meet it."""
     user_id = ctx.user.id
-    rows = {f.kind: f for f in policy.enrolled_factors(user_id)}
+    rows = {f.kind: f for f in policy.factors_of(ctx)}
     kinds = [kind for kind, factor in FACTORS.items() if factor.usable(user_id, rows)]
     blocked = lockout.blocked_kinds(user_id) if kinds else set()
     if blocked:

@@ -46,6 +46,15 @@ def enrolled_factors(user_id: int) -> list[MfaFactor]:
     ))
 
 
+def factors_of(ctx) -> list[MfaFactor]:
+    """The signed-in user's factors, read once per sign-in context: the steps and the
+    challenge ask several times in one run of the pipeline, which adds no factor (a page
+    that adds one goes on with a new context, ``continue_sign_in``)."""
+    if "mfa_factors" not in ctx.extras:
+        ctx.extras["mfa_factors"] = enrolled_factors(ctx.user.id) if ctx.user else []
+    return ctx.extras["mfa_factors"]
+
+
 def is_enrolled(user_id: int) -> bool:
     return db.session.scalar(db.select(MfaFactor.id).filter_by(user_id=user_id)) is not None
 

@@ -15,13 +15,8 @@ def enrolling(ctx: SignInContext) -> bool:
 
 
 def enrolled(ctx: SignInContext) -> bool:
-    """Whether the signed-in user has a factor. Several steps ask in one run of the
-    pipeline; the answer is read once per run (a run changes no factor)."""
-    if ctx.user is None:
-        return False
-    if "mfa_enrolled" not in ctx.extras:
-        ctx.extras["mfa_enrolled"] = policy.is_enrolled(ctx.user.id)
-    return ctx.extras["mfa_enrolled"]
+    """Whether the signed-in user has a factor (read once per context, ``factors_of``)."""
+    return ctx.user is not None and bool(policy.factors_of(ctx))
 
 
 def modify_allowed(ctx: SignInContext) -> bool:
