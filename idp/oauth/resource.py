@@ -108,6 +108,18 @@ class BearerProtector(ResourceProtector):
     """Accepts the bearer token in the Authorization header or, for POST, in the form body
     (RFC 6750 §2.1, §2.2), never in both and never twice."""
 
+    def acquire_token(self, scopes=None, **kwargs):
+        """As Authlib's, without its JSON request object (the request's URL, headers and
+        body parsed again): the token is read from Flask's request and nothing else of the
+        request is needed."""
+        from flask import g
+        from flask import request as flask_request
+
+        token = self.validate_request([scopes] if isinstance(scopes, str) else scopes,
+                                      flask_request)
+        g.authlib_server_oauth2_token = token
+        return token
+
     def parse_request_authorization(self, request):
         from flask import request as flask_request
 
