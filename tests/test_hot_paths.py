@@ -92,3 +92,12 @@ def test_the_session_cookie_is_written_only_when_it_changes(client, oidc, rp):
     again = client.get(sign_in_page)
     assert again.status_code == 200
     assert not any(h.startswith("idp_session=") for h in again.headers.getlist("Set-Cookie"))
+
+
+def test_the_sign_in_page_reads_its_pending_request_with_its_client_in_one_query(
+        client, oidc, rp):
+    sign_in_page = oidc.authorize(rp[0]).headers["Location"]
+    with statements() as seen:
+        page = client.get(sign_in_page)
+    assert page.status_code == 200 and rp[0].display_name in page.get_data(as_text=True)
+    assert kinds(seen) == ["SELECT pending_authorizations"]

@@ -114,6 +114,22 @@ def _read_client(client_id: str) -> ClientRecord | None:
     return ClientRecord(row._mapping) if row is not None else None
 
 
+def client_columns() -> list:
+    """The columns a ``ClientRecord`` is made of, to read with another query's row."""
+    return list(_CLIENTS.c)
+
+
+def remember_client(row) -> ClientRecord | None:
+    """A ``ClientRecord`` from a row that holds ``client_columns()`` (e.g. joined to the
+    pending request), kept as this request's answer of ``find_client``."""
+    mapping = row._mapping
+    values = {column.name: mapping[column] for column in _CLIENTS.c}
+    record = ClientRecord(values) if values["client_id"] is not None else None
+    if record is not None and has_app_context():
+        g.setdefault("idp_clients", {})[record.client_id] = record
+    return record
+
+
 def find_client(client_id: str) -> ClientRecord | None:
     """The client with this ``client_id``, read-only. Several parts of one request ask for
     it (the pipeline, the page, Authlib's grant): it is read from the database once per

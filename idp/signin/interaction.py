@@ -16,14 +16,15 @@ from collections.abc import Iterable
 
 from flask import abort, current_app, redirect, request, url_for
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit
 from idp.auth.sessions import browser_id, current_session
 from idp.errors import InteractionError
 from idp.extensions import db
-from idp.models import PendingAuthorization
+from idp.models import Client, PendingAuthorization
+from idp.models.client import client_columns, remember_client
 from idp.oauth.authorization_response import answer, respond_error
 from idp.security import digest
 from idp.signin.context import SignInContext, load_context
@@ -38,7 +39,16 @@ def pipeline() -> Pipeline:
 def load_pending(pending_id: str) -> PendingAuthorization:
     """The pending request of this browser with that id, or an explanatory error page."""
     known = len(pending_id) < 64 and "\x00" not in pending_id  # never an id we issued
-    pending = db.session.get(PendingAuthorization, pending_id) if known else None
+    pending = None
+    if known:
+        # The pending request with its client, in one query: every sign-in page needs both.
+        row = db.session.execute(
+            select(PendingAuthorization, *client_columns())
+            .outerjoin(Client, Client.client_id == PendingAuthorization.client_id)
+            .where(PendingAuthorization.id == pending_id)).first()
+        if row is not None:
+            pending = row[0]
+            remember_client(row)
     if pending is None or pending.expires_at <= utcnow():
         raise InteractionError(
             "This sign-in page has expired (a sign-in must be finished within a limited "
