@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
+import argon2
 from flask import current_app
 from sqlalchemy import or_, select, update
 
-from idp import audit
+from idp import audit, passwords
 from idp.auth.sessions import end_session
 from idp.extensions import db
 from idp.models import AuthorizationCode, SsoSession, Token, User
@@ -19,6 +21,45 @@ from idp.signals import password_changed
 from idp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+
+#: How often (seconds) a process looks again for password hashes made with other parameters.
+OTHER_PARAMETERS_RECHECK = 600
+_OTHER_PARAMETERS = "idp.other_password_parameters"
+
+
+def other_password_parameters() -> str | None:
+    """A hash with the strongest parameters among the stored password hashes made with other
+    parameters than the configured ones (an earlier default, before their owners sign in
+    again and their hashes are made anew), or None when there are none; what a failed
+    password check also spends (``idp.passwords.verify_password``). Looked for at most every
+    ``OTHER_PARAMETERS_RECHECK`` seconds per process, with a few reads of the users table."""
+    cached = current_app.extensions.get(_OTHER_PARAMETERS)
+    now = time.monotonic()
+    if cached is not None and now < cached[0]:
+        return cached[1]
+    known = [passwords.current_prefix()]
+    strongest = None
+    for _ in range(4):  # a few sets of parameters at most: each read excludes those found
+        query = select(User.password_hash).where(User.password_hash.is_not(None))
+        for prefix in known:
+            query = query.where(~User.password_hash.startswith(prefix, autoescape=True))
+        found = db.session.scalar(query.limit(1))
+        if found is None:
+            break
+        try:
+            made = argon2.extract_parameters(found)
+        except argon2.exceptions.InvalidHashError:
+            break  # not argon2id: such a hash never verifies; nothing to equal
+        known.append(passwords.parameters_prefix(made.memory_cost, made.time_cost,
+                                                 made.parallelism))
+        if strongest is None or (made.memory_cost * made.time_cost
+                                 > strongest.memory_cost * strongest.time_cost):
+            strongest = made
+    other = (passwords.hashing(strongest.memory_cost, strongest.time_cost,
+                               strongest.parallelism).dummy_hash if strongest else None)
+    current_app.extensions[_OTHER_PARAMETERS] = (now + OTHER_PARAMETERS_RECHECK, other)
+    return other
 
 
 def create_user(username: str, email: str, password: str, phone: str | None = None,

@@ -19,7 +19,7 @@ from flask import Flask, g, has_request_context, request
 from idp.request_hooks import request_hooks
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _HANDLER_MARK = "_idp_handler"
 
 
@@ -46,7 +46,7 @@ class JsonFormatter(logging.Formatter):
 def request_id_of(environ: dict) -> str:
     """The request's id: a valid incoming ``X-Request-ID`` (a load balancer's), else a new one."""
     given = environ.get("HTTP_X_REQUEST_ID", "")
-    return given if _VALID_REQUEST_ID.match(given) else secrets.token_hex(8)
+    return given if _VALID_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
 
 def configure(app: Flask) -> None:

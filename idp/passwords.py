@@ -11,6 +11,7 @@ with other parameters are upgraded at the owner's next successful sign-in (``nee
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -35,6 +36,8 @@ class Hashing:
     hasher: PasswordHasher
     #: Verified when the user name is unknown, so both failures cost the same time.
     dummy_hash: str
+    #: How every hash made with these parameters begins.
+    prefix: str
 
 
 @lru_cache(maxsize=8)
@@ -44,7 +47,8 @@ def hashing(memory_kib: int = DEFAULT_MEMORY_KIB, time_cost: int = DEFAULT_TIME_
     hashing)."""
     hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
                             parallelism=parallelism)
-    return Hashing(hasher, hasher.hash("not-a-real-password-used-for-timing-only"))
+    return Hashing(hasher, hasher.hash("not-a-real-password-used-for-timing-only"),
+                   parameters_prefix(memory_kib, time_cost, parallelism))
 
 
 def init_app(app) -> None:
@@ -67,14 +71,37 @@ def hash_password(password: str) -> str:
     return _current().hasher.hash(password)
 
 
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches; always spends one argon2id verification."""
+def verify_password(stored_hash: str | None, password: str,
+                    other_parameters: str | None = None) -> bool:
+    """True when ``password`` matches ``stored_hash``.
+
+    A failed check costs the same whoever the account is, and whether it exists: one
+    verification at the configured parameters and, while some stored hashes were made with
+    other parameters (an earlier default, until their owners sign in again), one at those
+    (``other_parameters``: a hash made with the strongest of them, see
+    ``idp.accounts.other_password_parameters``). A user name unknown, an account with a
+    current hash and one with an older hash then take the same time to refuse."""
     current = _current()
     try:
-        return (current.hasher.verify(stored_hash or current.dummy_hash, password)
-                and stored_hash is not None)
+        ok = (current.hasher.verify(stored_hash or current.dummy_hash, password)
+              and stored_hash is not None)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+        ok = False
+    if not ok and other_parameters is not None:
+        older = stored_hash is not None and not stored_hash.startswith(current.prefix)
+        # The other half of the cost (never a match).
+        with contextlib.suppress(VerifyMismatchError, VerificationError, InvalidHashError):
+            current.hasher.verify(current.dummy_hash if older else other_parameters, "\x00")
+    return ok
+
+
+def parameters_prefix(memory_kib: int, time_cost: int, parallelism: int) -> str:
+    """How a hash made with these parameters begins (``$argon2id$v=19$m=…,t=…,p=…$``)."""
+    return f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}$"
+
+
+def current_prefix() -> str:
+    return _current().prefix
 
 
 def needs_rehash(stored_hash: str) -> bool:

@@ -13,9 +13,11 @@ from idp.models import User
 from tests.conftest import (
     PASSWORD,
     PRODUCTION_SETTINGS,
+    OidcActions,
     base_config,
     make_user,
 )
+from tests.test_sign_in_pages import sign_in_page, submit_password
 
 CHEAP = ("IDP_ARGON2_MEMORY_KIB", "IDP_ARGON2_TIME_COST", "IDP_ARGON2_PARALLELISM")
 
@@ -89,3 +91,56 @@ def test_a_hash_of_the_former_default_is_upgraded_at_the_next_sign_in(oidc, rp):
     made = argon2.extract_parameters(upgraded)
     assert (made.memory_cost, made.time_cost, made.parallelism) == (1024, 1, 1)  # the app's
     assert passwords.verify_password(upgraded, PASSWORD)
+
+
+# --- a refusal costs the same for every account --------------------------------------------
+
+
+@pytest.fixture
+def verified_parameters(monkeypatch) -> list[tuple[int, int, int]]:
+    """The argon2id parameters of every verification from now on."""
+    seen: list[tuple[int, int, int]] = []
+    real = PasswordHasher.verify
+
+    def verify(self, hash, password):
+        made = argon2.extract_parameters(hash)
+        seen.append((made.memory_cost, made.time_cost, made.parallelism))
+        return real(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", verify)
+    return seen
+
+
+CURRENT = (1024, 1, 1)  # the tests' settings
+EARLIER = (2048, 2, 1)
+
+
+def refused_with(oidc, rp, username, verified) -> list[tuple[int, int, int]]:
+    verified.clear()
+    page = submit_password(oidc, sign_in_page(oidc, rp[0]), username, "not the password")
+    assert page.status_code == 400
+    return sorted(verified)
+
+
+def test_a_refused_password_costs_the_same_for_unknown_current_and_earlier_hashes(
+        oidc, rp, app, verified_parameters):
+    make_user("current")
+    earlier = make_user("earlier")
+    earlier.password_hash = PasswordHasher(memory_cost=EARLIER[0], time_cost=EARLIER[1],
+                                           parallelism=EARLIER[2]).hash(PASSWORD)
+    db.session.commit()
+    for username in ("nobody", "current", "earlier"):
+        assert refused_with(oidc, rp, username, verified_parameters) == [CURRENT, EARLIER]
+
+
+def test_once_no_earlier_hash_is_left_a_refusal_costs_one_verification(
+        oidc, rp, app, verified_parameters):
+    earlier = make_user("earlier")
+    earlier.password_hash = PasswordHasher(memory_cost=EARLIER[0], time_cost=EARLIER[1],
+                                           parallelism=EARLIER[2]).hash(PASSWORD)
+    db.session.commit()
+    assert refused_with(oidc, rp, "nobody", verified_parameters) == [CURRENT, EARLIER]
+    assert OidcActions(app.test_client()).sign_in(rp[0], username="earlier")["code"]
+    app.extensions.pop("idp.other_password_parameters")  # as after the recheck time
+    assert refused_with(oidc, rp, "nobody", verified_parameters) == [CURRENT]
+    assert refused_with(oidc, rp, "earlier", verified_parameters) == [CURRENT]

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from idp import create_app
 from idp.extensions import db
+from idp.models import PendingAuthorization
+from idp.timeutil import utcnow
 from tests.conftest import PRODUCTION_SETTINGS, base_config, make_client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,24 @@ def test_the_sign_in_page_of_a_client_may_send_the_browser_back_to_that_client_o
     assert sign_in.status_code == 200 and "Log In" in sign_in.get_data(as_text=True)
     assert directives(sign_in)["form-action"] == [
         "'self'", "https://shop.example:8443", "https://www.shop.example"]
+
+
+def test_an_expired_sign_ins_error_page_belongs_to_no_client(client, oidc):
+    rp, _ = make_client(client_id="shop", redirect_uris=["https://shop.example/cb"])
+    sign_in = oidc.authorize(rp).headers["Location"]
+    pending = db.session.get(PendingAuthorization, sign_in.rsplit("/", 1)[1])
+    pending.expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    expired = client.get(sign_in)
+    assert expired.status_code == 400 and "Sign-in expired" in expired.get_data(as_text=True)
+    assert directives(expired)["form-action"] == ["'self'"]
+
+
+def test_a_request_id_that_is_not_one_line_of_safe_characters_is_replaced(client):
+    for given, kept in (("lb-42.a:b", True), ("lb-42\n", False), ("x" * 65, False)):
+        for path in ("/healthz", "/.well-known/openid-configuration"):
+            answer = client.get(path, environ_overrides={"HTTP_X_REQUEST_ID": given})
+            assert (answer.headers["X-Request-ID"] == given) is kept, (path, given)
 
 
 def test_the_form_post_answer_may_post_to_the_redirect_uri_and_submits_without_inline_script(

@@ -9,6 +9,7 @@ from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
 from flask import Blueprint, current_app, render_template, request
 
 from idp import audit, metrics, ratelimit
+from idp.accounts import other_password_parameters
 from idp.auth.forms import ConsentForm, LoginForm, TermsForm
 from idp.auth.sessions import record_authentication
 from idp.auth.steps import CONSENT_SCOPES, ConsentStep, TermsStep
@@ -84,8 +85,10 @@ def login(pending_id: str):
         user = None if "\x00" in username else db.session.scalar(
             db.select(User).filter_by(username=username)
         )
-        # verify_password spends the same time for an unknown user as for a wrong password.
-        ok = verify_password(user.password_hash if user else None, form.password.data)
+        # verify_password spends the same time for an unknown user as for a wrong password,
+        # also while some stored hashes were made with other parameters.
+        ok = verify_password(user.password_hash if user else None, form.password.data,
+                             other_password_parameters())
         if ok and user is not None and not user.disabled:
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)

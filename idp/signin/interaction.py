@@ -39,16 +39,12 @@ def pipeline() -> Pipeline:
 def load_pending(pending_id: str) -> PendingAuthorization:
     """The pending request of this browser with that id, or an explanatory error page."""
     known = len(pending_id) < 64 and "\x00" not in pending_id  # never an id we issued
-    pending = None
-    if known:
-        # The pending request with its client, in one query: every sign-in page needs both.
-        row = db.session.execute(
-            select(PendingAuthorization, *client_columns())
-            .outerjoin(Client, Client.client_id == PendingAuthorization.client_id)
-            .where(PendingAuthorization.id == pending_id)).first()
-        if row is not None:
-            pending = row[0]
-            remember_client(row)
+    # The pending request with its client, in one query: every sign-in page needs both.
+    row = db.session.execute(
+        select(PendingAuthorization, *client_columns())
+        .outerjoin(Client, Client.client_id == PendingAuthorization.client_id)
+        .where(PendingAuthorization.id == pending_id)).first() if known else None
+    pending = row[0] if row is not None else None
     if pending is None or pending.expires_at <= utcnow():
         raise InteractionError(
             "This sign-in page has expired (a sign-in must be finished within a limited "
@@ -64,6 +60,9 @@ def load_pending(pending_id: str) -> PendingAuthorization:
         )
     if pending.completed_at is not None:
         raise _finished_already()
+    # Only now is the client this request's: an error page above belongs to no client (its
+    # Content-Security-Policy names none of a client's origins).
+    remember_client(row)
     return pending
 
 
