@@ -7,13 +7,14 @@ import json
 import logging
 import re
 import secrets
+import socket
 import time
 from html import unescape
 from pathlib import Path
 
 import pytest
 
-from idp.delivery import DeliveryError, send_email
+from idp.delivery import DeliveryError, mail, send_email
 from idp.extensions import db
 from idp.models import AuditEvent
 from tests.conftest import make_client
@@ -355,6 +356,52 @@ def test_starttls_with_login_delivers_over_an_encrypted_authenticated_session(
     assert received.tls
     assert received.login == "idp-mailer"
     assert server.auth_attempts == [("idp-mailer", True)]
+
+
+def test_messages_in_a_row_share_one_encrypted_logged_in_connection(app, smtp_server):
+    server = smtp_server("starttls", login=MAILER)
+    use(app, server)
+
+    for _ in range(3):
+        send_email(TO, "test_message")
+
+    assert [(m.tls, m.login) for m in server.messages] == [(True, "idp-mailer")] * 3
+    assert server.auth_attempts == [("idp-mailer", True)]  # one login, one handshake
+
+
+def test_a_connection_idle_too_long_is_not_reused(app, smtp_server, monkeypatch):
+    server = smtp_server("starttls", login=MAILER)
+    use(app, server)
+    monkeypatch.setattr(mail, "IDLE_SECONDS", 0.0)
+
+    send_email(TO, "test_message")
+    send_email(TO, "test_message")
+
+    assert len(server.messages) == 2
+    assert server.auth_attempts == [("idp-mailer", True)] * 2
+
+
+def test_a_kept_connection_that_died_is_replaced_and_the_message_arrives_once(
+        app, smtp_server):
+    server = smtp_server()
+    use(app, server)
+    send_email(TO, "test_message")
+    _settings, kept, _last_used = mail._HELD.smtp
+    kept.sock.shutdown(socket.SHUT_RDWR)  # as a server that dropped an idle client
+
+    send_email(TO, "verify_email", {"link": "https://idp.example/mfa/email/x"})
+
+    assert len(server.messages) == 2 and server.transactions == 2  # offered once each
+
+
+def test_a_connection_kept_for_another_server_is_not_used(app, smtp_server):
+    first, second = smtp_server(), smtp_server()
+    use(app, first)
+    send_email(TO, "test_message")
+    use(app, second)
+    send_email(TO, "test_message")
+
+    assert len(first.messages) == 1 and len(second.messages) == 1
 
 
 def test_starttls_server_refuses_mail_without_the_login(app, smtp_server):

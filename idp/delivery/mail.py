@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
+import time
 from email.charset import QP, Charset
 from email.errors import HeaderParseError
 from email.header import Header
@@ -132,10 +134,47 @@ def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
     smtp.auth(mechanism, authobject)
 
 
+#: A connection unused for longer than this is closed rather than reused: servers drop idle
+#: clients (RFC 5321 asks them to wait five minutes; some wait less).
+IDLE_SECONDS = 30.0
+_HELD = threading.local()  # this thread's open connection: (settings, SMTP, last used)
+
+
+def _close(smtp: smtplib.SMTP | None) -> None:
+    if smtp is not None:
+        smtp.close()
+
+
+def _held_connection(settings: tuple) -> smtplib.SMTP | None:
+    """The connection this thread kept from its last message, if it was made with the same
+    settings, was used recently and still answers (``NOOP``): a message is only ever offered
+    on a live connection, so it is offered once."""
+    held = getattr(_HELD, "smtp", None)
+    _HELD.smtp = None
+    if held is None:
+        return None
+    held_settings, smtp, last_used = held
+    if held_settings != settings or time.monotonic() - last_used > IDLE_SECONDS:
+        _close(smtp)
+        return None
+    try:
+        code, _ = smtp.noop()
+    except (smtplib.SMTPException, OSError):
+        code = None
+    if code != 250:
+        _close(smtp)
+        return None
+    return smtp
+
+
 class SmtpBackend:
     """SMTP with ``IDP_SMTP_SECURITY`` none, starttls (required, the certificate checked
     before any login) or tls (implicit), an optional login, and a timeout on every step.
-    A message is offered once: a failure is reported, never retried."""
+    A message is offered once: a failure is reported, never retried.
+
+    The connection (with its TLS session and login) is kept for the thread's next message
+    (``IDLE_SECONDS``), which then costs a ``NOOP`` instead of a new connection, handshake
+    and login; any failure closes it."""
 
     name = "smtp"
 
@@ -143,31 +182,37 @@ class SmtpBackend:
         config = current_app.config
         host, port = config["IDP_SMTP_HOST"], config["IDP_SMTP_PORT"]
         timeout = config["IDP_SMTP_TIMEOUT"]
-        security = config["IDP_SMTP_SECURITY"]
+        settings = (host, port, timeout, config["IDP_SMTP_SECURITY"],
+                    config["IDP_SMTP_CA_FILE"], config["IDP_SMTP_USERNAME"],
+                    config["IDP_SMTP_PASSWORD"])
         where = f"SMTP server {host}:{port}"
-        context = None
-        if security in ("starttls", "tls"):
-            context = _tls_context(config["IDP_SMTP_CA_FILE"])
-        smtp = None
+        smtp = _held_connection(settings)
         try:
-            if security == "tls":
-                smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
-            else:
-                smtp = smtplib.SMTP(host, port, timeout=timeout)
-            if security == "starttls":
-                smtp.starttls(context=context)
-            if config["IDP_SMTP_USERNAME"]:
-                _login(smtp, config["IDP_SMTP_USERNAME"], config["IDP_SMTP_PASSWORD"])
+            if smtp is None:
+                smtp = self._connect(settings)
             smtp.send_message(message)
         except (smtplib.SMTPException, OSError, UnicodeError) as exc:
-            if smtp is not None:
-                smtp.close()
+            _close(smtp)
             raise TransportError(_describe(exc, where, timeout)) from None
-        # The server took the message: trouble saying goodbye does not make it unsent.
+        _HELD.smtp = (settings, smtp, time.monotonic())
+
+    @staticmethod
+    def _connect(settings: tuple) -> smtplib.SMTP:
+        host, port, timeout, security, ca_file, username, password = settings
+        context = _tls_context(ca_file) if security in ("starttls", "tls") else None
+        if security == "tls":
+            smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(host, port, timeout=timeout)
         try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
+            if security == "starttls":
+                smtp.starttls(context=context)
+            if username:
+                _login(smtp, username, password)
+        except BaseException:
             smtp.close()
+            raise
+        return smtp
 
 
 class OutboxMailBackend:
