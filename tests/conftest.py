@@ -446,3 +446,15 @@ def silent_server():
     server = SilentServer().start()
     yield server
     server.stop()
+
+
+def install_plugin_distribution(tmp_path, monkeypatch, distribution: str, entry: str) -> None:
+    """A distribution named ``distribution`` on ``sys.path`` that offers ``entry``
+    (``name = module:attribute``) in the ``idp.plugins`` entry-point group, as an installed
+    third party's plugin package would."""
+    info = tmp_path / "site" / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[idp.plugins]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))

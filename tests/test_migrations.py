@@ -28,7 +28,7 @@ from idp.extensions import db
 from idp.plugins import get_registry
 from plugins.mfa import models as mfa_models
 from plugins.mfa import plugin as mfa_plugin
-from tests.conftest import base_config
+from tests.conftest import base_config, install_plugin_distribution
 
 ALL_PLUGINS = "plugins.mfa"  # the plugin's tables are migrated too
 CORE_VERSIONS = ROOT / "migrations" / "versions"
@@ -394,14 +394,8 @@ def test_alembic_finds_the_branch_of_a_plugin_that_is_off_and_skips_one_that_can
         tmp_path, monkeypatch, caplog):
     """Every plugin of an ``idp.plugins`` entry point gives Alembic its folder, enabled or
     not; one whose import fails is left out with a warning, and the upgrade goes on."""
-    site = tmp_path / "site"
-    info = site / "broken_idp_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-idp-plugin\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[idp.plugins]\n"
-                                           "broken = no_such_idp_plugin:plugin\n")
-    monkeypatch.syspath_prepend(str(site))
+    install_plugin_distribution(tmp_path, monkeypatch, "broken-idp-plugin",
+                                "broken = no_such_idp_plugin:plugin")
     app = create_app(base_config(tmp_path, IDP_PLUGINS=""))
     with app.app_context():
         registry = get_registry(app)

@@ -20,7 +20,7 @@ from idp import create_app
 from idp.config import ConfigError
 from idp.extensions import db
 from idp.models import AuditEvent, Client
-from tests.conftest import base_config, make_client
+from tests.conftest import base_config, install_plugin_distribution, make_client
 from tests.example_plugin import ACR_STRONG
 
 NO_PLUGINS = {"IDP_PLUGINS": ""}
@@ -316,14 +316,8 @@ def test_an_installed_package_offers_its_plugin_by_an_entry_point(
     point of the ``idp.plugins`` group, and IDP_PLUGINS names that entry point."""
     from idp import create_app
 
-    site = tmp_path / "site"
-    info = site / "example_idp_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: example-idp-plugin\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[idp.plugins]\n"
-                                           "greeter = tests.example_plugin:plugin\n")
-    monkeypatch.syspath_prepend(str(site))
+    install_plugin_distribution(tmp_path, monkeypatch, "example-idp-plugin",
+                                "greeter = tests.example_plugin:plugin")
 
     app = create_app(base_config(tmp_path, IDP_PLUGINS="greeter"))
     values = app.test_client().get("/.well-known/openid-configuration").get_json()[
