@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 # Defaults of `make run` (the embedded setup); any IDP_* variable already set in the
 # environment wins. They are not given to `make test`: the tests set their own.
 run: export IDP_ENV ?= development
-run: export IDP_ISSUER ?= http://127.0.0.1:5000
+run: export IDP_ISSUER ?= http://127.0.0.1:$(IDP_PORT)
 run: export IDP_DEV_OUTBOX ?= 1
-IDP_ISSUER ?= http://127.0.0.1:5000
+IDP_ISSUER ?= http://127.0.0.1:$(IDP_PORT)
 IDP_PORT ?= 5000
 IDP_WORKERS ?= 2
 
