@@ -38,10 +38,11 @@ def other_password_parameters() -> str | None:
     now = time.monotonic()
     if cached is not None and now < cached[0]:
         return cached[1]
-    known = [passwords.current_prefix()]
+    known, unusable = [passwords.current_prefix()], []
     strongest = None
     for _ in range(4):  # a few sets of parameters at most: each read excludes those found
-        query = select(User.password_hash).where(User.password_hash.is_not(None))
+        query = select(User.password_hash).where(User.password_hash.is_not(None),
+                                                 User.password_hash.not_in(unusable))
         for prefix in known:
             query = query.where(~User.password_hash.startswith(prefix, autoescape=True))
         found = db.session.scalar(query.limit(1))
@@ -50,7 +51,8 @@ def other_password_parameters() -> str | None:
         try:
             made = argon2.extract_parameters(found)
         except argon2.exceptions.InvalidHashError:
-            break  # not argon2id: such a hash never verifies; nothing to equal
+            unusable.append(found)  # not argon2: it never verifies, nothing to equal
+            continue
         known.append(passwords.parameters_prefix(made.memory_cost, made.time_cost,
                                                  made.parallelism))
         if strongest is None or (made.memory_cost * made.time_cost

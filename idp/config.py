@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from idp import passwords
 from idp.passwords import OWASP_PROFILES, meets_owasp_minimum
 
 # name -> (default, cast). Defaults are for the embedded development setup.
@@ -81,9 +82,9 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_TWILIO_BASE_URL": ("https://api.twilio.com", str),
     "IDP_DEV_OUTBOX": (False, bool),
     # argon2id password hashing (idp.passwords: an OWASP profile, one lane)
-    "IDP_ARGON2_MEMORY_KIB": (19456, int),
-    "IDP_ARGON2_TIME_COST": (2, int),
-    "IDP_ARGON2_PARALLELISM": (1, int),
+    "IDP_ARGON2_MEMORY_KIB": (passwords.DEFAULT_MEMORY_KIB, int),
+    "IDP_ARGON2_TIME_COST": (passwords.DEFAULT_TIME_COST, int),
+    "IDP_ARGON2_PARALLELISM": (passwords.DEFAULT_PARALLELISM, int),
     # Password attempts
     "IDP_LOGIN_LIMIT_PER_USER": (10, int),
     "IDP_LOGIN_LIMIT_PER_ADDRESS": (100, int),

@@ -13,17 +13,16 @@ from flask.sessions import SecureCookieSessionInterface
 
 class CookieSessionInterface(SecureCookieSessionInterface):
     def __init__(self) -> None:
-        self._serializers: dict[tuple, object] = {}
+        self._built: tuple[tuple, object] | None = None  # (the keys, their serializer)
 
     def get_signing_serializer(self, app):
         keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
-        serializer = self._serializers.get(keys)
-        if serializer is None:
+        if self._built is None or self._built[0] != keys:  # first use, or the keys changed
             serializer = super().get_signing_serializer(app)
             if serializer is None:  # no secret key: Flask's null session
                 return None
-            self._serializers = {keys: serializer}  # the key changed: forget the old one
-        return serializer
+            self._built = (keys, serializer)
+        return self._built[1]
 
     def open_session(self, app, request):
         # Without the cookie's name in the Cookie header (most API calls), nothing to parse.

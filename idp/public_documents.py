@@ -30,6 +30,13 @@ DISCOVERY_MAX_AGE = 300
 DISCOVERY_KEY = "idp.discovery"
 
 
+def cache_headers(etag: str, max_age: int) -> list[tuple[str, str]]:
+    """The headers of a public document, as Flask's view and this layer both send them:
+    anyone may cache it (``max_age`` seconds) and read it from any origin."""
+    return [("Cache-Control", f"public, max-age={max_age}"), ("ETag", f'"{etag}"'),
+            ("Access-Control-Allow-Origin", "*")]
+
+
 def _discovery(app: Flask) -> tuple[bytes, str] | None:
     return app.extensions.get(DISCOVERY_KEY)
 
@@ -59,8 +66,7 @@ class PublicDocuments:
         started = time.perf_counter()
         endpoint, _, max_age = route
         body, etag = document
-        answer = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", f'"{etag}"'),
-                  ("Access-Control-Allow-Origin", "*")]
+        answer = cache_headers(etag, max_age)
         given = environ.get("HTTP_IF_NONE_MATCH")
         if given and parse_etags(given).contains(etag):
             status, body = 304, b""  # no entity headers on a 304, as werkzeug sends it

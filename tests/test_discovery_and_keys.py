@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from flask import request, request_started
 from joserfc import jws, jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet, RSAKey
@@ -331,27 +332,52 @@ def answer_of(response) -> tuple[int, bytes, dict]:
     return response.status_code, response.get_data(), seen
 
 
-@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/jwks.json"])
-def test_a_rendered_document_is_answered_again_exactly_as_flask_answered_it(
-        client, app, path):
+@pytest.fixture
+def flask_requests(app) -> list[str]:
+    """The paths of the requests that went through Flask (not answered in front of it)."""
+    seen: list[str] = []
+
+    def started(_sender, **_extra):
+        seen.append(request.path)
+
+    request_started.connect(started, app)
+    yield seen
+    request_started.disconnect(started, app)
+
+
+RENDERED = {"/.well-known/openid-configuration": "idp.discovery",
+            "/jwks.json": "idp.published_keys"}
+
+
+@pytest.mark.parametrize("path", list(RENDERED))
+def test_a_rendered_document_is_answered_again_without_flask_exactly_as_flask_answered_it(
+        client, app, path, flask_requests):
     first = client.get(path)  # rendered by Flask
-    assert first.headers["X-Request-ID"]
-    assert app.extensions["idp.discovery" if "well-known" in path else "idp.published_keys"]
-    again = client.get(path)  # answered in front of Flask
+    again = client.get(path)
+    assert flask_requests == [path]  # the second never reached Flask
     assert answer_of(again) == answer_of(first)
     assert again.headers["X-Request-ID"] != first.headers["X-Request-ID"]
-    etag = first.headers["ETag"]
-    not_modified = [client.get(path, headers={"If-None-Match": etag}) for _ in range(2)]
-    assert [r.status_code for r in not_modified] == [304, 304]
-    assert answer_of(not_modified[0])[2] == answer_of(not_modified[1])[2]
-    assert not_modified[0].get_data() == b""
+
+    etag = {"If-None-Match": first.headers["ETag"]}
+    kept = app.extensions.pop(RENDERED[path])
+    by_flask = client.get(path, headers=etag)  # nothing rendered: Flask answers 304 itself
+    app.extensions[RENDERED[path]] = kept
+    in_front = client.get(path, headers=etag)
+    assert flask_requests == [path, path]
+    assert by_flask.status_code == in_front.status_code == 304
+    assert answer_of(in_front) == answer_of(by_flask)
+    assert in_front.get_data() == b""
     given = client.get(path, headers={"X-Request-ID": "lb-1234"})
     assert given.headers["X-Request-ID"] == "lb-1234"
 
 
-def test_a_jwks_past_its_cache_time_is_read_again_by_flask(client, app):
-    published(client)
-    stale = keys.Published(**{**vars(app.extensions["idp.published_keys"]), "until": 0.0})
-    app.extensions["idp.published_keys"] = stale
-    assert published(client)["keys"]
-    assert app.extensions["idp.published_keys"] is not stale  # rendered again
+def test_a_key_rotated_by_another_instance_is_published_once_the_cached_jwks_expires(
+        client, app, tmp_path):
+    before = set(published_kids(client))
+    other = create_app(base_config(tmp_path))  # another instance on the same database
+    with other.app_context():
+        new_kid = keys.rotate().kid
+    assert set(published_kids(client)) == before  # still this worker's fresh copy
+    app.extensions["idp.published_keys"] = keys.Published(
+        **{**vars(app.extensions["idp.published_keys"]), "until": 0.0})  # its time is over
+    assert new_kid in published_kids(client)

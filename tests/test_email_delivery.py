@@ -596,23 +596,24 @@ def test_after_a_failure_the_user_can_retry_at_once_and_gets_one_message(app, sm
     assert server.transactions == 2
 
 
-def test_a_quit_error_after_the_message_was_accepted_is_not_a_failure(app, smtp_server,
-                                                                      monkeypatch):
+def test_a_server_closing_the_kept_connection_loses_no_message_and_sends_none_twice(
+        app, smtp_server, monkeypatch):
     from aiosmtpd.smtp import SMTP
 
-    async def closing_quit(self, arg):
+    async def closing_noop(self, arg):
         await self.push("421 4.3.0 Closing anyway")
         self.transport.close()
 
-    monkeypatch.setattr(SMTP, "smtp_QUIT", closing_quit)
+    monkeypatch.setattr(SMTP, "smtp_NOOP", closing_noop)
     server = smtp_server()
     use(app, server)
 
     send_email(TO, "test_message", user_id=2)
+    send_email(TO, "test_message", user_id=2)  # the kept connection is refused: a new one
 
-    assert len(server.messages) == 1
+    assert len(server.messages) == 2 and server.transactions == 2
     assert audit_events("delivery_failed") == []
-    assert len(audit_events("delivery_sent")) == 1
+    assert len(audit_events("delivery_sent")) == 2
 
 
 # --- secrets stay out of logs and the audit ----------------------------------------------

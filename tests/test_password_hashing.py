@@ -144,3 +144,14 @@ def test_once_no_earlier_hash_is_left_a_refusal_costs_one_verification(
     app.extensions.pop("idp.other_password_parameters")  # as after the recheck time
     assert refused_with(oidc, rp, "nobody", verified_parameters) == [CURRENT]
     assert refused_with(oidc, rp, "earlier", verified_parameters) == [CURRENT]
+
+
+def test_a_stored_value_that_is_no_argon2_hash_does_not_hide_earlier_parameters(
+        oidc, rp, app, verified_parameters):
+    broken = make_user("broken")
+    broken.password_hash = "!not-an-argon2-hash"
+    earlier = make_user("earlier")
+    earlier.password_hash = PasswordHasher(memory_cost=EARLIER[0], time_cost=EARLIER[1],
+                                           parallelism=EARLIER[2]).hash(PASSWORD)
+    db.session.commit()
+    assert refused_with(oidc, rp, "nobody", verified_parameters) == [CURRENT, EARLIER]

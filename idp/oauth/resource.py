@@ -108,10 +108,10 @@ class BearerProtector(ResourceProtector):
     """Accepts the bearer token in the Authorization header or, for POST, in the form body
     (RFC 6750 §2.1, §2.2), never in both and never twice."""
 
-    def acquire_token(self, scopes=None, **kwargs):
+    def acquire_token(self, scopes=None):
         """As Authlib's, without its JSON request object (the request's URL, headers and
         body parsed again): the token is read from Flask's request and nothing else of the
-        request is needed."""
+        request is needed. Only scopes are checked (no extra claims)."""
         from flask import g
         from flask import request as flask_request
 

@@ -16,7 +16,7 @@ from idp.models import AUTH_METHODS
 from idp.oauth import authorize as authorization_request
 from idp.oauth import keys
 from idp.oauth.server import SCOPES_SUPPORTED, issuer, server
-from idp.public_documents import DISCOVERY_KEY, DISCOVERY_MAX_AGE
+from idp.public_documents import DISCOVERY_KEY, DISCOVERY_MAX_AGE, cache_headers
 from idp.signin import interaction
 
 bp = Blueprint("oauth", __name__)
@@ -76,8 +76,7 @@ def discovery_document() -> dict:
 def _public_json(body: bytes, etag: str, max_age: int):
     """A JSON document anyone may read and cache, rendered once; ``304`` when the client
     has it already."""
-    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": f'"{etag}"',
-               "Access-Control-Allow-Origin": "*"}
+    headers = cache_headers(etag, max_age)
     if "If-None-Match" in request.headers and request.if_none_match.contains(etag):
         return current_app.response_class(status=304, headers=headers)
     return current_app.response_class(body, mimetype="application/json", headers=headers)
