@@ -31,6 +31,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from idp.models import SigningKey
     from idp.plugins import PluginRegistry, load_plugins
     from idp.request_hooks import request_hooks
+    from idp.selfservice.steps import AccountEmailStep
     from idp.signin.pipeline import Pipeline
 
     test_config = dict(test_config or {})
@@ -87,10 +88,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         plugin.init_app(app, registry)
 
     app.extensions["idp.pipeline"] = Pipeline(
-        [PasswordStep(), *registry.steps, ConsentStep(), TermsStep()]
+        [PasswordStep(), AccountEmailStep(), *registry.steps, ConsentStep(), TermsStep()]
     )
     app.extensions["idp.acr_ladder"] = AcrLadder(registry.acr_levels)
 
+    from idp import selfservice
     from idp.auth.routes import bp as auth_bp
     from idp.oauth import server
     from idp.oauth.routes import bp as oauth_bp
@@ -100,6 +102,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(oauth_bp)
     request_hooks(app).after(send_back_channel_logouts)
     app.register_blueprint(auth_bp)
+    selfservice.init_app(app)
     for blueprint in registry.blueprints:
         app.register_blueprint(blueprint)
     if app.config["IDP_DEV_OUTBOX"]:

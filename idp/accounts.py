@@ -17,7 +17,7 @@ from idp.auth.sessions import end_session
 from idp.extensions import db
 from idp.models import AuthorizationCode, SsoSession, Token, User
 from idp.passwords import hash_password
-from idp.signals import password_changed
+from idp.signals import notice_addresses, password_changed
 from idp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -135,11 +135,21 @@ def change_password(user: User, new_password: str, source: str) -> int:
     audit.record("password_changed", user_id=user.id, source=source)
     password_changed.send(current_app._get_current_object(), user=user)
     ended = end_all_sessions_and_revoke(user, "password_changed", source).sessions_ended
-    try:
-        send_email(user.email, "password_changed", {}, kind="notice", user_id=user.id)
-    except DeliveryError as exc:
-        log.warning("password change notice not sent: %s", exc.reason)
+    for address in notice_addresses_of(user):
+        try:
+            send_email(address, "password_changed", {}, kind="notice", user_id=user.id)
+        except DeliveryError as exc:
+            log.warning("password change notice not sent: %s", exc.reason)
     return ended
+
+
+def notice_addresses_of(user: User) -> list[str]:
+    """Where security notices about the account go: its email, and the addresses plugins
+    add (the MFA email)."""
+    addresses = [user.email]
+    for _receiver, more in notice_addresses.send(current_app._get_current_object(), user=user):
+        addresses += [address for address in more or [] if address not in addresses]
+    return addresses
 
 
 def set_disabled(user: User, disabled: bool, source: str) -> Revocation | None:

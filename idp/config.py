@@ -98,6 +98,17 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_LINK_LIMIT_PER_ACCOUNT": (5, int),
     "IDP_LINK_LIMIT_WINDOW": (3600, int),
     "IDP_LINK_LIMIT_GLOBAL_PER_HOUR": (1000, int),
+    # Self-service accounts: Create New Account (off: the page says whom to contact)
+    "IDP_SELF_REGISTRATION": (True, bool),
+    "IDP_SIGNUP_LIMIT_PER_ADDRESS": (5, int),
+    "IDP_SIGNUP_LIMIT_WINDOW": (3600, int),
+    "IDP_SIGNUP_LIMIT_GLOBAL_PER_HOUR": (500, int),
+    # Forgot your username/password: per address or user name entered, per client address
+    "IDP_RECOVERY_LIMIT_PER_IDENTIFIER": (5, int),
+    "IDP_RECOVERY_LIMIT_PER_ADDRESS": (20, int),
+    "IDP_RECOVERY_LIMIT_WINDOW": (3600, int),
+    "IDP_RESET_LINK_MINUTES": (30, int),
+    "IDP_VERIFY_LINK_MINUTES": (24 * 60, int),
 }
 
 # Seconds clients may cache /jwks.json (its Cache-Control max-age).
@@ -164,6 +175,14 @@ THROTTLE_MINIMUMS = {
     "IDP_LOGIN_LIMIT_PER_USER": 1,
     "IDP_LOGIN_LIMIT_PER_ADDRESS": 1,
     "IDP_LOGIN_LIMIT_WINDOW": 1,
+    "IDP_SIGNUP_LIMIT_PER_ADDRESS": 1,
+    "IDP_SIGNUP_LIMIT_WINDOW": 1,
+    "IDP_SIGNUP_LIMIT_GLOBAL_PER_HOUR": 1,
+    "IDP_RECOVERY_LIMIT_PER_IDENTIFIER": 1,
+    "IDP_RECOVERY_LIMIT_PER_ADDRESS": 1,
+    "IDP_RECOVERY_LIMIT_WINDOW": 1,
+    "IDP_RESET_LINK_MINUTES": 1,
+    "IDP_VERIFY_LINK_MINUTES": 1,
 }
 
 

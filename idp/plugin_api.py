@@ -24,7 +24,8 @@ The groups, by what a plugin does with them:
   :func:`random_token`, :func:`encrypt`, :func:`decrypt`, :func:`utcnow`, :func:`epoch`,
   :class:`InteractionError` (a page that explains a problem), :func:`issuer`,
   :func:`end_all_sessions_and_revoke`.
-- **Signals**: ``password_changed``, ``sign_in_progress_discarded``.
+- **Signals**: ``password_changed``, ``sign_in_progress_discarded``,
+  ``account_email_verified``, ``notice_addresses``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ from idp.models import Client, PendingAuthorization, SsoSession, User
 from idp.oauth.issuer import issuer
 from idp.plugins import ClientSetting, PluginRegistry
 from idp.security import digest, random_token
-from idp.signals import password_changed, sign_in_progress_discarded
+from idp.signals import (
+    account_email_verified,
+    notice_addresses,
+    password_changed,
+    sign_in_progress_discarded,
+)
 from idp.signin.context import OWNER_STATE, SignInContext, load_context, progress_owner
 from idp.signin.interaction import continue_sign_in, load_interaction, load_pending, resume_url
 from idp.signin.pipeline import Step
@@ -61,11 +67,12 @@ __all__ = [
     "OWNER_STATE", "AcrLevel", "Client", "ClientSetting", "ConfigError", "DeliveryError",
     "InteractionError", "PendingAuthorization", "PhoneNumberError", "PluginRegistry",
     "SignInContext", "SsoSession", "Step", "ThrottledError", "User", "audit", "browser_id",
-    "check_range", "continue_sign_in", "current_session", "db", "decrypt", "dialect_insert",
+    "account_email_verified", "check_range", "continue_sign_in", "current_session", "db",
+    "decrypt", "dialect_insert",
     "digest", "encrypt", "end_all_sessions_and_revoke", "epoch", "insert_unless_present",
     "issuer", "keyed_digest", "load_context", "load_interaction", "load_pending", "mask_email",
-    "mask_phone",
-    "normalize_us_phone", "password_changed", "progress_owner", "random_token",
+    "mask_phone", "normalize_us_phone", "notice_addresses", "password_changed", "progress_owner",
+    "random_token",
     "record_authentication", "resume_url", "send_email", "send_sms",
     "sign_in_progress_discarded", "utcnow",
 ]

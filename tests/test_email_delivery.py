@@ -182,6 +182,14 @@ TEMPLATES = {
                     "A multifactor authentication method was blocked",
                     "There were too many failed attempts in a row with text message (SMS) to "
                     "sign in to your Example Login."),
+    "verify_account_email": ({"link": LINK, "link_minutes": 1440}, "Verify your email address",
+                             "Please verify the email address of your new Example Login."),
+    "username_reminder": ({"usernames": ["bob"]}, "Your user name",
+                          "The user name registered with this email address is: bob"),
+    "password_reset": ({"link": LINK, "link_minutes": 30, "username": "bob"},
+                       "Reset your password",
+                       "Someone asked to reset the password of the Example Login with the user "
+                       "name bob."),
     "test_message": ({}, "Test message",
                      "This is a test message from Example Login. Email delivery works."),
 }

@@ -48,6 +48,19 @@ def _client(pending) -> Client:
     return find_client(pending.client_id)
 
 
+def password_proven(pending, user: User, event: str) -> None:
+    """``user`` proved their password in this sign-in (at the sign-in page, or by choosing it
+    at Create New Account): a new authentication event of this browser's session, to which
+    the sign-in's progress is bound. Audited as ``event``; committed."""
+    session = record_authentication(user, PASSWORD_EVENT)
+    # A new authentication event: whatever this sign-in had proven before (for another
+    # user, or for an earlier event) is discarded.
+    bind_progress(pending, session)
+    pending.user_id, pending.login_at = user.id, utcnow()
+    audit.record(event, user_id=user.id, client_id=pending.client_id)
+    db.session.commit()
+
+
 @bp.route("/signin/<pending_id>", methods=["GET", "POST"])
 def login(pending_id: str):
     pending = load_pending(pending_id)
@@ -67,6 +80,7 @@ def login(pending_id: str):
             db.session.rollback()
             metrics.sign_in("unavailable")
             return (render_template("idp/login.html", form=form, client=client,
+                                    pending_id=pending_id,
                                     error=SIGN_IN_UNAVAILABLE),
                     503, {"Retry-After": str(exc.retry_after), **NO_STORE})
         if refused is not None:
@@ -80,6 +94,7 @@ def login(pending_id: str):
             error = (f"Too many sign-in attempts. For your security, wait {minutes} "
                      f"minute{'s' if minutes != 1 else ''} and try again.")
             return render_template("idp/login.html", form=form, client=client,
+                                    pending_id=pending_id,
                                    error=error), 429, NO_STORE
         db.session.commit()
         user = None if "\x00" in username else db.session.scalar(
@@ -93,13 +108,7 @@ def login(pending_id: str):
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)
             ratelimit.forget(limits, attempt_at)  # only failures count
-            session = record_authentication(user, PASSWORD_EVENT)
-            # A new authentication event: whatever this sign-in had proven before (for
-            # another user, or for an earlier event) is discarded.
-            bind_progress(pending, session)
-            pending.user_id, pending.login_at = user.id, utcnow()
-            audit.record("login_succeeded", user_id=user.id, client_id=client.client_id)
-            db.session.commit()
+            password_proven(pending, user, "login_succeeded")
             metrics.sign_in("accepted")
             return continue_sign_in(pending)
         audit.record("login_failed", user_id=user.id if user else None,
@@ -108,7 +117,8 @@ def login(pending_id: str):
         metrics.sign_in("unknown_user" if user is None else "disabled" if ok else "rejected")
         error = LOGIN_FAILED
     status = 200 if error is None and not form.errors else 400
-    return (render_template("idp/login.html", form=form, client=client, error=error), status,
+    return (render_template("idp/login.html", form=form, client=client,
+                                    pending_id=pending_id, error=error), status,
             NO_STORE)
 
 
@@ -157,18 +167,3 @@ def terms(pending_id: str):
         db.session.commit()
         return continue_sign_in(pending)
     return render_template("idp/terms.html", form=form, client=client)
-
-
-@bp.get("/account/<topic>")
-def account_help(topic: str):
-    topics = {
-        "forgot-username": "Forgot your username?",
-        "forgot-password": "Forgot your password?",
-        "create": "Create New Account",
-    }
-    if topic not in topics:
-        from idp.errors import InteractionError
-
-        raise InteractionError("There is no page at this address.", title="Page not found",
-                               status=404)
-    return render_template("idp/account_help.html", title=topics[topic])

@@ -1,5 +1,6 @@
 """The core's models. Plugins define their own models in their own modules."""
 
+from idp.models.account import AccountLink
 from idp.models.audit import AuditEvent
 from idp.models.client import AUTH_METHODS, GRANT_TYPES, Client, find_client
 from idp.models.consent import Consent, TermsAcceptance
@@ -11,6 +12,7 @@ from idp.models.user import User
 
 __all__ = [
     "AUTH_METHODS",
+    "AccountLink",
     "GRANT_TYPES",
     "AuditEvent",
     "AuthorizationCode",

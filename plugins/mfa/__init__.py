@@ -22,9 +22,12 @@ from idp.plugin_api import (
     ClientSetting,
     ConfigError,
     PluginRegistry,
+    account_email_verified,
     check_range,
+    notice_addresses,
     password_changed,
     sign_in_progress_discarded,
+    utcnow,
 )
 
 
@@ -69,6 +72,24 @@ def _forget_devices_of(app, user, **extra) -> None:
     from plugins.mfa import devices
 
     devices.forget(user.id, None, reason="password_changed")
+
+
+def _take_verified_account_email(app, user, **extra) -> None:
+    """The account email was just verified by its link: it is the MFA email of an account
+    that has none yet (enrollment does not ask to verify it a second time)."""
+    from plugins.mfa import lockout
+
+    account = lockout.account_for(user.id)
+    if account.mfa_email_verified_at is None:
+        account.mfa_email, account.mfa_email_verified_at = user.email, utcnow()
+
+
+def _mfa_notice_address(app, user, **extra) -> list[str]:
+    """Security notices also go to the verified MFA email, when it is another address."""
+    from plugins.mfa import policy
+
+    address = policy.mfa_email(user)
+    return [address] if address and address.lower() != user.email.lower() else []
 
 
 def _revoke_codes_of(app, pending, **extra) -> None:
@@ -141,6 +162,8 @@ class MfaPlugin:
         registry.add_encrypted_column(models.MfaFactor.secret_encrypted)
         password_changed.connect(_forget_devices_of, app)
         sign_in_progress_discarded.connect(_revoke_codes_of, app)
+        account_email_verified.connect(_take_verified_account_email, app)
+        notice_addresses.connect(_mfa_notice_address, app)
         registry.add_prune(_prune_statements)
 
 

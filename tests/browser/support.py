@@ -247,6 +247,21 @@ class IdpServer:
             assert time.monotonic() < deadline, f"no verification link to {address} arrived"
             time.sleep(0.05)
 
+    def account_link(self, address: str, path: str, count: int = 1) -> str:
+        """The link to ``path`` (``/account/verify-email``, ``/account/reset-password``) in
+        the ``count``-th email to ``address`` that has one (waits a bounded time for it)."""
+        pattern = re.compile(re.escape(self.url + path) + r"\?token=\S+")
+        deadline = time.monotonic() + MESSAGE_TIMEOUT
+        while True:
+            links = [pattern.search(m.text) for m in self.emails_to(address)]
+            links = [link.group(0) for link in links if link]
+            if len(links) >= count:
+                self.secrets_seen[parse_qs(urlsplit(links[count - 1]).query)["token"][0]] = (
+                    "link token")
+                return links[count - 1]
+            assert time.monotonic() < deadline, f"no link to {path} arrived for {address}"
+            time.sleep(0.05)
+
     def email_passcode(self, address: str, count: int | None = None) -> str:
         """The passcode in the ``count``-th email to ``address`` (the latest when None)."""
         self.wait_for_email(address, count or 1)

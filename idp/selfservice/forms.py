@@ -1,0 +1,58 @@
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, Optional
+
+from idp.password_policy import MAX_LENGTH
+
+#: Allowed in a new user name: letters, digits and . _ - @ (User names are case-sensitive.)
+USER_NAME_PATTERN = r"[A-Za-z0-9._@-]+"
+USER_NAME_MIN, USER_NAME_MAX = 3, 64
+USER_NAME_RULE = (f"{USER_NAME_MIN} to {USER_NAME_MAX} characters: letters, digits and . _ - @ "
+                  "(capital letters count: Alice and alice are different user names).")
+EMAIL_MAX = 254
+
+
+class CreateAccountForm(FlaskForm):
+    username = StringField("User Name", validators=[DataRequired("Choose a user name.")])
+    password = PasswordField("Password", validators=[DataRequired("Choose a password.")])
+    confirm = PasswordField("Confirm Password",
+                            validators=[DataRequired("Enter the password again.")])
+    email = StringField("Email", validators=[DataRequired("Enter your email address."),
+                                             Length(max=EMAIL_MAX)])
+    given_name = StringField("First Name (optional)", validators=[Optional(), Length(max=100)])
+    family_name = StringField("Last Name (optional)", validators=[Optional(), Length(max=100)])
+    submit = SubmitField("Create Account")
+
+
+class ForgotUsernameForm(FlaskForm):
+    email = StringField("Email", validators=[DataRequired("Enter your email address."),
+                                             Length(max=EMAIL_MAX)])
+    submit = SubmitField("Send")
+
+
+class ForgotPasswordForm(FlaskForm):
+    username = StringField("User Name", validators=[
+        DataRequired("Enter your user name or your email address."), Length(max=EMAIL_MAX)])
+    submit = SubmitField("Send Reset Link")
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New Password", validators=[
+        DataRequired("Choose a new password."), Length(max=MAX_LENGTH + 1)])
+    confirm = PasswordField("Confirm Password",
+                            validators=[DataRequired("Enter the new password again.")])
+    submit = SubmitField("Reset Password")
+
+
+class ConfirmEmailForm(FlaskForm):
+    submit = SubmitField("Continue")
+
+
+class NewLinkForm(FlaskForm):
+    submit = SubmitField("Send a New Link")
+
+
+class ChangeEmailForm(FlaskForm):
+    email = StringField("Email", validators=[DataRequired("Enter your email address."),
+                                             Length(max=EMAIL_MAX)])
+    submit = SubmitField("Send Email Link")

@@ -1,0 +1,139 @@
+"""The account pages in a real browser, from an application's sign-in page: Create New
+Account through email verification and the mandatory enrollment back to the app, Forgot your
+password? ending every session of the account, and Forgot your username?."""
+
+from __future__ import annotations
+
+import secrets
+
+from tests.browser.journeys import enrolled_account
+from tests.browser.support import ACR_MFA, CHALLENGE, PASSWORD, Account, last_four
+
+CHECK_EMAIL = "Check Your Email"
+
+
+def test_create_new_account_verifies_the_email_enrolls_and_returns_to_the_app(
+        idp, person, cns):
+    username = f"Dana.{secrets.token_hex(3)}"
+    email = f"{username.lower()}@mail.example"
+    password = "velvet harbor compass 7"
+    idp.secrets_seen[password] = "password"
+    phone = idp.new_phone()
+    dana = person("dana")
+
+    request = dana.start(cns)
+    dana.follow("Create New Account")
+    assert dana.heading == "Create New Account"
+    assert "Click-N-Ship" in dana.page.get_by_role("complementary").inner_text()
+
+    # A common password is refused next to its field, and what was typed stays.
+    dana.fill("User Name", username)
+    dana.fill("Password", "password123")
+    dana.fill("Confirm Password", "password123")
+    dana.fill("Email", email)
+    dana.press("Create Account")
+    assert dana.heading == "Create New Account"
+    assert "too common" in dana.field_error("Password")
+    assert dana.alert() == "Please correct the fields below."
+    assert dana.page.get_by_label("User Name", exact=True).input_value() == username
+    assert dana.page.get_by_label("Email", exact=True).input_value() == email
+
+    dana.fill("Password", password)
+    dana.fill("Confirm Password", password)
+    dana.fill("First Name (optional)", "Dana")
+    dana.press("Create Account")
+    assert dana.heading == "Confirm Your Email"
+    assert "Open the link, then select Continue" in dana.text()
+
+    dana.open(idp.account_link(email, "/account/verify-email"))
+    assert dana.heading == "Thank you for verifying your email"
+    dana.follow("Continue")
+
+    # A new account must enroll; its email is verified already, so the method comes next.
+    assert dana.heading == CHALLENGE
+    assert dana.page.get_by_role("button", name="Not Now").count() == 0
+    dana.press("Enroll in MFA")
+    assert dana.heading == "Choose Your MFA Method"
+    dana.choose("SMS")
+    dana.press("Continue")
+    dana.fill("Phone Number", phone)
+    dana.press("Send Passcode")
+    assert f"***-***-{last_four(phone)}" in dana.text()
+    dana.submit_passcode(idp.sms_passcode(phone, 1))
+    assert dana.heading == "Save Your Recovery Codes"
+    dana.follow("Continue")
+
+    claims = dana.back_at(cns, request)
+    assert claims["acr"] == ACR_MFA
+    assert {"pwd", "sms", "otp", "mfa"} <= set(claims["amr"])
+
+
+def test_forgot_password_resets_it_and_ends_every_session(idp, person, cns):
+    phone = idp.new_phone()
+    alice = person("alice")
+    account = enrolled_account(alice, idp, cns, phone)
+    new_password = "copper kite evening 19"
+    idp.secrets_seen[new_password] = "password"
+
+    # On another computer, Alice has forgotten her password.
+    laptop = person("laptop")
+    request = laptop.start(cns)
+    laptop.follow("Forgot your password?")
+    assert laptop.heading == "Forgot your password?"
+    laptop.fill("User Name", account.username)
+    laptop.press("Send Reset Link")
+    assert laptop.heading == CHECK_EMAIL
+    answer = laptop.text()
+
+    laptop.open(idp.account_link(account.email, "/account/reset-password"))
+    assert laptop.heading == "Reset Your Password"
+    laptop.fill("New Password", new_password)
+    laptop.fill("Confirm Password", new_password + "!")
+    laptop.press("Reset Password")
+    assert "don't match" in laptop.field_error("Confirm Password")
+    laptop.fill("New Password", new_password)
+    laptop.fill("Confirm Password", new_password)
+    laptop.press("Reset Password")
+    assert laptop.heading == "Your password has been reset"
+    assert any("was changed" in m.text for m in idp.emails_to(account.email))
+
+    # Signed in nowhere: the first browser's session ended, and its device is forgotten.
+    alice.start(cns)
+    assert alice.heading == "Sign In"
+    alice.log_in(account)
+    assert alice.heading == "Sign In"
+    assert alice.alert() == "The user name or password you entered is incorrect."
+
+    # The reset signed no one in: the laptop signs in with the new password and MFA.
+    laptop.follow("Sign In")
+    laptop.log_in(Account(account.username, account.email, account.sub, new_password))
+    assert laptop.heading == CHALLENGE
+    laptop.submit_passcode(idp.sms_passcode(phone))
+    claims = laptop.back_at(cns, request)
+    assert claims["sub"] == account.sub and claims["acr"] == ACR_MFA
+
+    # An unknown user name gets the same answer.
+    stranger = person("stranger")
+    stranger.start(cns)
+    stranger.follow("Forgot your password?")
+    stranger.fill("User Name", "nobody-" + secrets.token_hex(4))
+    stranger.press("Send Reset Link")
+    assert stranger.heading == CHECK_EMAIL and stranger.text() == answer
+
+
+def test_forgot_username_emails_it_and_the_user_signs_in_with_it(idp, person, informed_delivery):
+    account = idp.new_account(prefix="erin")
+    erin = person("erin")
+    erin.start(informed_delivery)
+    erin.follow("Forgot your username?")
+    assert erin.heading == "Forgot your username?"
+    erin.fill("Email", account.email.upper())
+    erin.press("Send")
+    assert erin.heading == CHECK_EMAIL
+    message = idp.wait_for_email(account.email, 1)
+    assert account.username in message.text
+
+    erin.follow("Back to Sign In")
+    assert erin.heading == "Sign In"
+    erin.log_in(Account(account.username, account.email, account.sub, PASSWORD))
+    assert erin.heading == CHALLENGE  # a new account: enrollment comes next
