@@ -55,6 +55,14 @@ def link_in(message, path: str) -> str:
     return match.group(0).replace(ISSUER, "")
 
 
+def verify(http, link):
+    """Open the emailed verification link and press its button."""
+    page = http.get(link)
+    if heading(page) != "Verify Your Email Address":
+        return page
+    return send_form(http, page, {"submit": "Verify My Email"})
+
+
 def emails_to(mail, address):
     return [m for m in mail.messages if address in m.rcpt_tos]
 
@@ -139,7 +147,7 @@ def test_new_account_verifies_its_email_then_must_enroll_and_returns_to_the_app(
     assert "haven't seen the link opened" in alert(early)
 
     [message] = emails_to(mail, "bea@example.com")
-    verified = mfa.http.get(link_in(message, "/account/verify-email"))
+    verified = verify(mfa.http, link_in(message, "/account/verify-email"))
     assert heading(verified) == "Thank you for verifying your email"
     page = go(mfa.http, mfa.http.get(link_of(verified, "Continue")))
     # Created after the cutoff: enrollment is mandatory, and the email is verified already.
@@ -160,9 +168,24 @@ def test_the_verification_link_works_once(mfa, mail, cns, browser):
     go(mfa.http, create_account(mfa, cns)[1])
     link = link_in(emails_to(mail, "bea@example.com")[0], "/account/verify-email")
     other = browser()
-    assert heading(other.http.get(link)) == "Thank you for verifying your email"
+    assert heading(verify(other.http, link)) == "Thank you for verifying your email"
     again = other.http.get(link)
     assert again.status_code == 400 and heading(again) == "Link expired"
+
+
+def test_opening_the_verification_link_verifies_nothing_until_its_button_is_pressed(
+        app, client, mail):
+    """Mail scanners open the links of incoming mail: an address is verified only by a
+    person pressing the button."""
+    send_form(client, client.get("/account/create"), ACCOUNT)
+    link = link_in(emails_to(mail, "bea@example.com")[0], "/account/verify-email")
+    for _ in range(2):
+        page = client.get(link)
+        assert heading(page) == "Verify Your Email Address"
+    with app.app_context():
+        user = db.session.scalar(db.select(User).filter_by(username="Bea.Lopez"))
+        assert user.must_verify_email and not user.email_verified
+    assert heading(verify(client, link)) == "Thank you for verifying your email"
 
 
 def test_an_unverified_account_cannot_reach_an_app_from_another_browser(
@@ -178,7 +201,7 @@ def test_an_unverified_account_cannot_reach_an_app_from_another_browser(
     first, second = (link_in(m, "/account/verify-email")
                      for m in emails_to(mail, "bea@example.com"))
     assert heading(other.http.get(first)) == "Link expired"  # the new link ended it
-    assert heading(other.http.get(second)) == "Thank you for verifying your email"
+    assert heading(verify(other.http, second)) == "Thank you for verifying your email"
 
 
 def test_a_typo_in_the_email_is_corrected_before_verification(app, mfa, mail, cns):
@@ -190,7 +213,7 @@ def test_a_typo_in_the_email_is_corrected_before_verification(app, mfa, mail, cn
     old = link_in(emails_to(mail, "bea@exmaple.com")[0], "/account/verify-email")
     assert heading(mfa.http.get(old)) == "Link expired"
     new = link_in(emails_to(mail, "bea@example.com")[0], "/account/verify-email")
-    assert heading(mfa.http.get(new)) == "Thank you for verifying your email"
+    assert heading(verify(mfa.http, new)) == "Thank you for verifying your email"
     with app.app_context():
         user = db.session.scalar(db.select(User).filter_by(username="Bea.Lopez"))
         assert user.email == "bea@example.com" and user.email_verified
@@ -223,6 +246,31 @@ def test_create_account_refuses_bad_input_next_to_the_field_keeping_the_rest(
     with app.app_context():
         assert db.session.scalar(db.select(User).filter_by(username=wanted["username"])) is None \
             or wanted["username"] == "alice"
+
+
+def test_control_characters_are_refused_without_an_error_page(app, client, mail):
+    page = client.get("/account/create")
+    response = send_form(client, page, {**ACCOUNT, "email": "bea\x00@example.com",
+                                        "given_name": "B\x00ea"})
+    assert response.status_code == 400
+    assert "Please correct the fields below." in alert(response)
+    for path, data in [("/account/forgot-username", {"email": "a\x00@example.com"}),
+                       ("/account/forgot-password", {"username": "al\x00ice"})]:
+        answer = send_form(client, client.get(path), data)
+        assert answer.status_code in (200, 400)
+        assert heading(answer) in ("Check Your Email", "Forgot your username?",
+                                   "Forgot your password?")
+
+
+def test_the_taken_user_name_answer_is_rate_limited_too(app, mfa, cns, browser):
+    app.config["IDP_SIGNUP_LIMIT_PER_ADDRESS"] = 2
+    make_user("alice")
+    for _ in range(2):
+        _, response = create_account(browser(), cns, username="alice")
+        assert "This user name is taken" in text_of(response)
+    _, response = create_account(browser(), cns, username="alice")
+    assert response.status_code == 429
+    assert "This user name is taken" not in text_of(response)
 
 
 def test_user_names_are_case_sensitive(app, mfa, cns):
@@ -408,6 +456,17 @@ def test_forgot_password_answers_the_same_for_unknown_users(app, client, mail, n
     assert (known.status_code, visible_text(known)) == (unknown.status_code,
                                                         visible_text(unknown))
     assert visible_text(unknown) == visible_text(unknown_address)
+    assert len(mail.messages) == 1
+
+
+def test_an_account_whose_email_was_never_verified_gets_no_reminder_nor_reset_link(
+        app, client, mail):
+    """Anyone may create an account with someone else's address: until it is verified,
+    nothing but its verification link goes there."""
+    send_form(client, client.get("/account/create"), ACCOUNT)
+    assert len(mail.messages) == 1
+    assert heading(ask_reset(client, "Bea.Lopez")) == "Check Your Email"
+    assert heading(ask_username(client, "bea@example.com")) == "Check Your Email"
     assert len(mail.messages) == 1
 
 

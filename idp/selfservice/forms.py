@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from idp.password_policy import MAX_LENGTH
 
@@ -12,27 +12,39 @@ USER_NAME_RULE = (f"{USER_NAME_MIN} to {USER_NAME_MAX} characters: letters, digi
 EMAIL_MAX = 254
 
 
+def no_control_characters(form, field) -> None:
+    """A NUL or another control character is no part of a name or an address."""
+    if field.data and any(ord(ch) < 32 for ch in field.data):
+        raise ValidationError("Remove the control characters from this field.")
+
+
+TEXT = [no_control_characters]
+
+
 class CreateAccountForm(FlaskForm):
-    username = StringField("User Name", validators=[DataRequired("Choose a user name.")])
+    username = StringField("User Name", validators=[*TEXT, DataRequired("Choose a user name.")])
     password = PasswordField("Password", validators=[DataRequired("Choose a password.")])
     confirm = PasswordField("Confirm Password",
                             validators=[DataRequired("Enter the password again.")])
-    email = StringField("Email", validators=[DataRequired("Enter your email address."),
+    email = StringField("Email", validators=[*TEXT, DataRequired("Enter your email address."),
                                              Length(max=EMAIL_MAX)])
-    given_name = StringField("First Name (optional)", validators=[Optional(), Length(max=100)])
-    family_name = StringField("Last Name (optional)", validators=[Optional(), Length(max=100)])
+    given_name = StringField("First Name (optional)",
+                             validators=[*TEXT, Optional(), Length(max=100)])
+    family_name = StringField("Last Name (optional)",
+                              validators=[*TEXT, Optional(), Length(max=100)])
     submit = SubmitField("Create Account")
 
 
 class ForgotUsernameForm(FlaskForm):
-    email = StringField("Email", validators=[DataRequired("Enter your email address."),
+    email = StringField("Email", validators=[*TEXT, DataRequired("Enter your email address."),
                                              Length(max=EMAIL_MAX)])
     submit = SubmitField("Send")
 
 
 class ForgotPasswordForm(FlaskForm):
     username = StringField("User Name", validators=[
-        DataRequired("Enter your user name or your email address."), Length(max=EMAIL_MAX)])
+        *TEXT, DataRequired("Enter your user name or your email address."),
+        Length(max=EMAIL_MAX)])
     submit = SubmitField("Send Reset Link")
 
 
@@ -44,6 +56,10 @@ class ResetPasswordForm(FlaskForm):
     submit = SubmitField("Reset Password")
 
 
+class VerifyLinkForm(FlaskForm):
+    submit = SubmitField("Verify My Email")
+
+
 class ConfirmEmailForm(FlaskForm):
     submit = SubmitField("Continue")
 
@@ -53,6 +69,6 @@ class NewLinkForm(FlaskForm):
 
 
 class ChangeEmailForm(FlaskForm):
-    email = StringField("Email", validators=[DataRequired("Enter your email address."),
+    email = StringField("Email", validators=[*TEXT, DataRequired("Enter your email address."),
                                              Length(max=EMAIL_MAX)])
     submit = SubmitField("Send Email Link")

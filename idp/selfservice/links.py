@@ -23,16 +23,28 @@ ENDPOINTS = {VERIFY_EMAIL: "selfservice.verify_email_link",
              RESET_PASSWORD: "selfservice.reset_password"}
 
 
+def new_url(purpose: str) -> tuple[str, str]:
+    """A new link's token and URL, not stored yet (``store``)."""
+    token = random_token(32)
+    # The token travels in the query string, which the access log leaves out.
+    return token, issuer() + url_for(ENDPOINTS[purpose], token=token)
+
+
+def store(user_id: int, address: str, purpose: str, token: str, minutes: int,
+          pending_id: str | None = None) -> None:
+    """Keep a link's digest (in the caller's transaction)."""
+    db.session.add(AccountLink(user_id=user_id, purpose=purpose, token_digest=digest(token),
+                               address=address, pending_id=pending_id,
+                               expires_at=utcnow() + timedelta(minutes=minutes)))
+
+
 def issue(user: User, purpose: str, minutes: int,
           pending_id: str | None = None) -> tuple[str, str]:
     """A new link for ``user`` (in the caller's transaction): its token and its URL. The
-    earlier links of that purpose are ended when the new one was sent (``revoke_others``)."""
-    token = random_token(32)
-    db.session.add(AccountLink(user_id=user.id, purpose=purpose, token_digest=digest(token),
-                               address=user.email, pending_id=pending_id,
-                               expires_at=utcnow() + timedelta(minutes=minutes)))
-    # The token travels in the query string, which the access log leaves out.
-    return token, issuer() + url_for(ENDPOINTS[purpose], token=token)
+    earlier links of that purpose end once the new one is sent (``revoke``)."""
+    token, url = new_url(purpose)
+    store(user.id, user.email, purpose, token, minutes, pending_id)
+    return token, url
 
 
 def _live(*conditions):

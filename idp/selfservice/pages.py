@@ -26,7 +26,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit, password_policy, ratelimit
@@ -50,6 +50,7 @@ from idp.selfservice.forms import (
     ForgotUsernameForm,
     NewLinkForm,
     ResetPasswordForm,
+    VerifyLinkForm,
 )
 from idp.selfservice.steps import AccountEmailStep
 from idp.selfservice.verification import send_verification
@@ -153,7 +154,8 @@ def _after_response(response, job: Callable[[], None]):
 
 
 def _valid_email(value: str) -> bool:
-    return bool(EMAIL_PATTERN.fullmatch(value)) and len(value) <= 254
+    return (bool(EMAIL_PATTERN.fullmatch(value)) and len(value) <= 254
+            and not any(ord(ch) < 32 for ch in value))
 
 
 # --- Create New Account -------------------------------------------------------------------
@@ -205,9 +207,10 @@ def create_account():
     problems: dict[str, str] = {}
     error = None
     if form.validate_on_submit():
-        problems = _account_problems(form)
-        if not problems:
-            error = _throttled("create_account", signup_limits())
+        # Counted first: every answer (a user name taken or not) is limited.
+        error = _throttled("create_account", signup_limits())
+        if error is None:
+            problems = _account_problems(form)
         if not problems and error is None:
             user = _create(form)
             if user is None:
@@ -263,6 +266,15 @@ def confirm_email(pending_id: str):
                     change.email.errors = ["Enter an email address like name@example.com."]
                 else:
                     previous = user.email
+                    # Only while unverified, also when its link is opened at this moment.
+                    changed = db.session.execute(
+                        update(User).where(User.id == user.id, User.must_verify_email.is_(True))
+                        .values(email=email, email_verified=False)
+                        .execution_options(synchronize_session=False)).rowcount
+                    if changed != 1:
+                        db.session.rollback()
+                        return redirect(url_for("selfservice.confirm_email",
+                                                pending_id=pending_id))
                     user.email = email
                     links.revoke(user.id, links.VERIFY_EMAIL)
                     audit.record("account_email_changed", user_id=user.id,
@@ -279,16 +291,28 @@ def confirm_email(pending_id: str):
                  pending_id=pending_id)
 
 
-@bp.get("/account/verify-email")
+@bp.route("/account/verify-email", methods=["GET", "POST"])
 def verify_email_link():
-    """The emailed link: verifies the account email it was sent to. Signs no one in."""
+    """The emailed link: a page whose button verifies the account email the link was sent to
+    (a mail scanner that opens links verifies nothing). Signs no one in."""
     row = links.find(request.args.get("token", ""), links.VERIFY_EMAIL)
-    if row is None or not links.use(row):
+    expired = ("selfservice/link_expired.html", 400)
+    if row is None:
+        return _page(*expired, client=None, what="verify your email")
+    form = VerifyLinkForm()
+    if not form.validate_on_submit():
+        return _page("selfservice/verify_email.html", form=form, client=None,
+                     address=mask_email(row.address))
+    # The link works once, and only while the account still has the address it was sent to.
+    verified = links.use(row) and db.session.execute(
+        update(User).where(User.id == row.user_id, User.email == row.address)
+        .values(email_verified=True, must_verify_email=False)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if not verified:
         db.session.rollback()
-        return _page("selfservice/link_expired.html", 400, client=None,
-                     what="verify your email")
+        return _page(*expired, client=None, what="verify your email")
     user = db.session.get(User, row.user_id)
-    user.email_verified, user.must_verify_email = True, False
+    db.session.refresh(user)
     links.revoke(user.id, links.VERIFY_EMAIL)
     audit.record("account_email_verified", user_id=user.id, to=mask_email(user.email))
     account_email_verified.send(current_app._get_current_object(), user=user)
@@ -327,7 +351,8 @@ def forgot_username():
         if error is None and not form.email.errors:
             rows = db.session.execute(
                 select(User.email, User.username)
-                .where(func.lower(User.email) == email.lower(), User.disabled.is_(False))
+                .where(func.lower(User.email) == email.lower(), User.disabled.is_(False),
+                       User.must_verify_email.is_(False))
                 .order_by(User.username)).all()
             audit.record("username_reminder_asked", found=len(rows), to=mask_email(email))
             db.session.commit()
@@ -362,14 +387,17 @@ def _accounts_named(identifier: str) -> list[User]:
     """The account with that user name, else (for an address) the accounts using it."""
     if "\x00" in identifier:
         return []
-    user = db.session.scalar(select(User).filter_by(username=identifier, disabled=False))
+    # An account whose email was never verified gets nothing: its address may not be its
+    # owner's (and mail to it must not crowd out the mail of the address's owner).
+    user = db.session.scalar(select(User).filter_by(username=identifier, disabled=False,
+                                                    must_verify_email=False))
     if user is not None:
         return [user]
     if "@" not in identifier:
         return []
     return list(db.session.scalars(select(User).where(
-        func.lower(User.email) == identifier.lower(), User.disabled.is_(False))
-        .order_by(User.id).limit(10)))
+        func.lower(User.email) == identifier.lower(), User.disabled.is_(False),
+        User.must_verify_email.is_(False)).order_by(User.id).limit(10)))
 
 
 @bp.route("/account/forgot-password", methods=["GET", "POST"])
@@ -385,8 +413,9 @@ def forgot_password():
             minutes = current_app.config["IDP_RESET_LINK_MINUTES"]
             sends = []
             for user in _accounts_named(identifier):
-                token, url = links.issue(user, links.RESET_PASSWORD, minutes,
-                                         pending.id if pending is not None else None)
+                # Stored after the answer with the email, so that the answer's time does not
+                # depend on whether an account matched.
+                token, url = links.new_url(links.RESET_PASSWORD)
                 sends.append((user.id, user.email, user.username, token, url))
                 audit.record("password_reset_asked", user_id=user.id,
                              client_id=pending.client_id if pending else None)
@@ -401,8 +430,13 @@ def forgot_password():
                          f"within {minutes} minutes. The email can take a few minutes to "
                          "arrive; check your spam folder too.")))
 
+            pending_id = pending.id if pending is not None else None
+
             def send() -> None:
                 for user_id, address, username, token, url in sends:
+                    links.store(user_id, address, links.RESET_PASSWORD, token, minutes,
+                                pending_id)
+                    db.session.commit()
                     _send_reset_link(user_id, address, username, token, url, minutes, client)
 
             return _after_response(response, send)

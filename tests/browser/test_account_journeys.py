@@ -46,6 +46,8 @@ def test_create_new_account_verifies_the_email_enrolls_and_returns_to_the_app(
     assert "Open the link, then select Continue" in dana.text()
 
     dana.open(idp.account_link(email, "/account/verify-email"))
+    assert dana.heading == "Verify Your Email Address"
+    dana.press("Verify My Email")
     assert dana.heading == "Thank you for verifying your email"
     dana.follow("Continue")
 
