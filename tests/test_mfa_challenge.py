@@ -83,7 +83,8 @@ def test_enrolled_user_on_a_new_browser_is_challenged_with_a_passcode_by_sms(
     assert forms(html)[0]["fields"].get("remember") == "y"  # checked by default
     assert '<label for="remember">Remember this device</label>' in html
     assert "Modify MFA Options" in shown
-    assert "Recovery code" in shown  # another way in when the phone is not at hand
+    assert "Use another method" in shown
+    assert "Use a recovery code" in shown  # another way in when the phone is not at hand
     assert sms_count(mfa) == sent_before + 1
 
     claims = claims_of(mfa, cohort_rp, pass_challenge(mfa, page))
@@ -106,7 +107,7 @@ def test_the_challenge_offers_every_other_enrolled_factor_and_recovery_codes(
     page = mfa.start(cohort_rp[0])
     assert heading(page) == CHALLENGE
     assert mfa.method_buttons(page) == {"Email": "email", "Authentication app": "totp",
-                                        "Recovery code": "recovery"}  # not SMS, the one shown
+                                        "Use a recovery code": "recovery"}  # not SMS, the one shown
 
     page = mfa.use_method(page, "Email")
     assert "Please enter the passcode sent to the email address" in text(page)
@@ -495,7 +496,7 @@ def test_app_enrollment_and_challenge_record_the_step_used(mfa, app_user, cohort
 
 def test_a_recovery_code_passes_the_challenge_once_and_sends_a_notice(
         mfa, browser, enrolled, cohort_rp):
-    page = mfa.use_method(mfa.start(cohort_rp[0]), "Recovery code")
+    page = mfa.use_method(mfa.start(cohort_rp[0]), "Use a recovery code")
     assert heading(page) == CHALLENGE
     assert "Enter one of the recovery codes" in text(page)
     assert 'value="Resend"' not in page.get_data(as_text=True)
@@ -516,7 +517,7 @@ def test_a_recovery_code_passes_the_challenge_once_and_sends_a_notice(
     assert code not in notices[0].text
 
     other = browser()
-    page = other.use_method(other.start(cohort_rp[0]), "Recovery code")
+    page = other.use_method(other.start(cohort_rp[0]), "Use a recovery code")
     refused = other.submit_passcode(page, code)
     assert heading(refused) == CHALLENGE
     assert alert_text(refused)
@@ -528,7 +529,7 @@ def test_a_recovery_code_passes_the_challenge_once_and_sends_a_notice(
 def test_a_recovery_code_of_another_account_is_refused(mfa, browser, enrolled, cohort_rp):
     make_user("bob", created_at=AFTER_CUTOFF)
     bob_codes = enroll_by_sms(browser(), cohort_rp[0], username="bob", number="(202) 555-0188")
-    page = mfa.use_method(mfa.start(cohort_rp[0]), "Recovery code")
+    page = mfa.use_method(mfa.start(cohort_rp[0]), "Use a recovery code")
     refused = mfa.submit_passcode(page, bob_codes[0])
     assert heading(refused) == CHALLENGE
     claims = claims_of(mfa, cohort_rp, mfa.submit_passcode(refused, enrolled.recovery_codes[0]))

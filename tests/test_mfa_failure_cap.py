@@ -85,7 +85,7 @@ def block_sms(browser, rp, user_id: int):
 
 def block_recovery_codes(browser, page, user_id: int):
     """Six wrong recovery codes in a row, over two cool-downs; returns the last page."""
-    page = browser.use_method(page, "Recovery code")
+    page = browser.use_method(page, "Use a recovery code")
     page = fail(browser, page, WRONG_RECOVERY_CODE, MAX_FAILURES)
     assert "try again in 15 minutes" in alert_text(page)
     end_cool_down(user_id)
@@ -218,7 +218,7 @@ def test_recovery_codes_are_capped_too_and_only_the_help_desk_unblocks_them(
     assert lockout.blocked_kinds(enrolled.user.id) == {"recovery"}
     page = browser().start(cohort_rp[0])
     assert heading(page) == CHALLENGE
-    assert "Recovery code" not in text(page)
+    assert "Use a recovery code" not in text(page)
     assert [b["kind"] for b in status(runner)["blocked"]] == ["recovery"]
 
     assert runner.invoke(args=["mfa", "reset", "alice", "--yes"]).exit_code == 0

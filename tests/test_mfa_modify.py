@@ -441,7 +441,7 @@ def test_modify_recovery_codes_shows_ten_new_codes_and_the_old_ones_stop_working
     assert db.session.scalar(db.select(db.func.count()).select_from(RecoveryCode).where(
         RecoveryCode.user_id == enrolled.user.id)) == 10
     other = browser()
-    page = other.use_method(challenge(other, rp), "Recovery code")
+    page = other.use_method(challenge(other, rp), "Use a recovery code")
     refused = other.submit_passcode(page, enrolled.recovery_codes[0])
     assert heading(refused) == CHALLENGE and alert_text(refused)
     params = other.finish(other.submit_passcode(refused, codes[0]))

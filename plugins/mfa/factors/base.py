@@ -21,7 +21,9 @@ class Factor:
       otherwise the person has the answer already (an app's code, a recovery code).
     - ``setup_endpoint``: the page that sets it up (enrollment or Modify MFA Options), or
       None when it is set up by a passcode sent to the account's verified MFA email.
-    - ``answer_label`` and :meth:`instructions`: what the challenge page asks for.
+    - ``answer_label`` and :meth:`instructions`: what the challenge page asks for;
+      ``choice_label``: its button under the challenge's "Use another method" (``label``
+      when empty).
     """
 
     kind: str = ""
@@ -32,6 +34,7 @@ class Factor:
     sends_code: bool = False
     setup_endpoint: str | None = None
     answer_label: str = "Passcode"
+    choice_label: str = ""
     #: Whether the answer is a one-time code browsers may fill in from a message.
     one_time_code: bool = True
     #: On Modify MFA Options: the option's value and label, and the page that changes it

@@ -25,6 +25,7 @@ class RecoveryFactor(Factor):
     group = "recovery"
     aal2 = True
     answer_label = "Recovery code"
+    choice_label = "Use a recovery code"
     one_time_code = False
 
     def describe(self, destination):
