@@ -82,7 +82,8 @@ class Revocation:
     codes_voided: int
 
 
-def end_all_sessions_and_revoke(user: User, reason: str, source: str) -> Revocation:
+def end_all_sessions_and_revoke(user: User, reason: str, source: str,
+                                keep_sid: str | None = None) -> Revocation:
     """End everything the user is signed in with, everywhere: every SSO session (each
     client of each session is sent a back-channel logout token), every access and refresh
     token issued to them, and the authorization codes not yet redeemed. Audited with
@@ -92,25 +93,33 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str) -> Revocat
     consequences are one transaction), then sends the back-channel logouts: concurrently,
     within ``IDP_BACKCHANNEL_TOTAL_TIMEOUT``, in a request as in a command. A relying party
     that is slow or fails is logged and audited, never an error here.
+
+    ``keep_sid`` names a session that stays, with the tokens and codes issued in it (the
+    account page's own session, where the user changed the password).
     """
     from idp.oauth.logout import send_pending_logouts
 
     now = utcnow()
+    other = [] if keep_sid is None else [SsoSession.sid != keep_sid]
     sessions = db.session.scalars(
-        select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.ended_at.is_(None))
+        select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.ended_at.is_(None),
+                                 *other)
     ).all()
     for row in sessions:
         end_session(row, reason=reason)
     tokens = db.session.execute(
         update(Token)
         .where(Token.user_id == user.id, Token.revoked_at.is_(None),
-               or_(Token.expires_at > now, Token.refresh_expires_at > now))
+               or_(Token.expires_at > now, Token.refresh_expires_at > now),
+               *([] if keep_sid is None else [or_(Token.sid.is_(None), Token.sid != keep_sid)]))
         .values(revoked_at=now)
     ).rowcount
     codes = db.session.execute(
         update(AuthorizationCode)
         .where(AuthorizationCode.user_id == user.id, AuthorizationCode.used_at.is_(None),
-               AuthorizationCode.expires_at > now)
+               AuthorizationCode.expires_at > now,
+               *([] if keep_sid is None else [or_(AuthorizationCode.sid.is_(None),
+                                                  AuthorizationCode.sid != keep_sid)]))
         .values(expires_at=now)
     ).rowcount
     revocation = Revocation(len(sessions), tokens, codes)
@@ -122,11 +131,13 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str) -> Revocat
     return revocation
 
 
-def change_password(user: User, new_password: str, source: str) -> int:
+def change_password(user: User, new_password: str, source: str,
+                    keep_sid: str | None = None) -> int:
     """Set a new password: every SSO session of the user ends (with back-channel logout)
     and every token issued to them is revoked, plugins are told (the MFA plugin forgets
     remembered devices) and a notice goes to the account email.
 
+    ``keep_sid``: the session where the user changed it stays (``end_all_sessions_and_revoke``).
     Returns the number of sessions ended. Commits.
     """
     from idp.delivery import DeliveryError, send_email
@@ -134,7 +145,8 @@ def change_password(user: User, new_password: str, source: str) -> int:
     user.password_hash = hash_password(new_password)
     audit.record("password_changed", user_id=user.id, source=source)
     password_changed.send(current_app._get_current_object(), user=user)
-    ended = end_all_sessions_and_revoke(user, "password_changed", source).sessions_ended
+    ended = end_all_sessions_and_revoke(user, "password_changed", source,
+                                        keep_sid).sessions_ended
     for address in notice_addresses_of(user):
         try:
             send_email(address, "password_changed", {}, kind="notice", user_id=user.id)

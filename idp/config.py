@@ -109,6 +109,9 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "IDP_RECOVERY_LIMIT_WINDOW": (3600, int),
     "IDP_RESET_LINK_MINUTES": (30, int),
     "IDP_VERIFY_LINK_MINUTES": (24 * 60, int),
+    # The account page: how recent the password or a factor must be to change a security
+    # setting (the email, the MFA methods)
+    "IDP_ACCOUNT_FRESH_SECONDS": (300, int),
 }
 
 # Seconds clients may cache /jwks.json (its Cache-Control max-age).
@@ -183,6 +186,7 @@ THROTTLE_MINIMUMS = {
     "IDP_RECOVERY_LIMIT_WINDOW": 1,
     "IDP_RESET_LINK_MINUTES": 1,
     "IDP_VERIFY_LINK_MINUTES": 1,
+    "IDP_ACCOUNT_FRESH_SECONDS": 30,
 }
 
 

@@ -24,6 +24,13 @@ The groups, by what a plugin does with them:
   :func:`random_token`, :func:`encrypt`, :func:`decrypt`, :func:`utcnow`, :func:`epoch`,
   :class:`InteractionError` (a page that explains a problem), :func:`issuer`,
   :func:`end_all_sessions_and_revoke`.
+- **The account page** (``/account``): :class:`AccountSection` (``registry.add_account_section``;
+  also ``add_account_guard``, ``add_account_intent``, ``add_event_phrases``);
+  :func:`account_session` (the session of a POST to a section's route, or the page's own
+  sign-in), :func:`account_is_fresh`, :func:`account_sign_in` (a redirect that signs in
+  again, for an intent or for a fresh check, and comes back to a section) and
+  :func:`account_return` (back to a section); :func:`describe_browser` (a User-Agent
+  header in words).
 - **Signals**: ``password_changed``, ``sign_in_progress_discarded``,
   ``account_email_verified``, ``notice_addresses``.
 """
@@ -34,6 +41,7 @@ from idp import audit
 from idp.accounts import end_all_sessions_and_revoke
 from idp.auth.acr import AcrLevel
 from idp.auth.sessions import browser_id, current_session, record_authentication
+from idp.browsers import describe as describe_browser
 from idp.config import ConfigError, check_range
 from idp.crypto import decrypt, encrypt, keyed_digest
 from idp.delivery import (
@@ -50,8 +58,14 @@ from idp.errors import InteractionError
 from idp.extensions import db, dialect_insert, insert_unless_present
 from idp.models import Client, PendingAuthorization, SsoSession, User
 from idp.oauth.issuer import issuer
-from idp.plugins import ClientSetting, PluginRegistry
+from idp.plugins import AccountSection, ClientSetting, PluginRegistry
 from idp.security import digest, random_token
+from idp.selfservice.account import (
+    account_is_fresh,
+    account_return,
+    account_session,
+    account_sign_in,
+)
 from idp.signals import (
     account_email_verified,
     notice_addresses,
@@ -64,7 +78,9 @@ from idp.signin.pipeline import Step
 from idp.timeutil import epoch, utcnow
 
 __all__ = [
-    "OWNER_STATE", "AcrLevel", "Client", "ClientSetting", "ConfigError", "DeliveryError",
+    "OWNER_STATE", "AccountSection", "AcrLevel", "account_is_fresh", "account_return",
+    "account_session", "account_sign_in", "describe_browser", "Client", "ClientSetting",
+    "ConfigError", "DeliveryError",
     "InteractionError", "PendingAuthorization", "PhoneNumberError", "PluginRegistry",
     "SignInContext", "SsoSession", "Step", "ThrottledError", "User", "audit", "browser_id",
     "account_email_verified", "check_range", "continue_sign_in", "current_session", "db",

@@ -81,6 +81,19 @@ class ClientSetting:
 
 
 @dataclass
+class AccountSection:
+    """A section a plugin adds to the account page (``/account``), after Password.
+
+    ``render(user, session)`` returns its HTML (a rendered template, whose forms post to the
+    plugin's own routes); ``anchor`` is the id of its heading, where the page returns after a
+    change made in it."""
+
+    title: str
+    anchor: str
+    render: Callable[[Any, Any], str]
+
+
+@dataclass
 class PluginRegistry:
     """What plugins contribute to the application."""
 
@@ -93,6 +106,10 @@ class PluginRegistry:
     claim_providers: list[Callable[[Any, str], dict]] = field(default_factory=list)
     encrypted_columns: list[Any] = field(default_factory=list)
     prune_statements: list[Callable[[Any, Any], dict]] = field(default_factory=list)
+    account_sections: list[AccountSection] = field(default_factory=list)
+    account_guards: list[Callable[[Any, Any], bool]] = field(default_factory=list)
+    account_intents: set[str] = field(default_factory=set)
+    event_phrases: dict[str, str] = field(default_factory=dict)
 
     @property
     def migration_folders(self) -> list[str]:
@@ -133,6 +150,27 @@ class PluginRegistry:
         ``IDP_ENCRYPTION_KEY``. The model needs a single-column primary key."""
         if not any(known is column for known in self.encrypted_columns):
             self.encrypted_columns.append(column)
+
+    def add_account_section(self, section: AccountSection) -> None:
+        self.account_sections.append(section)
+
+    def add_account_guard(self, guard: Callable[[Any, Any], bool]) -> None:
+        """``guard(session, client)``: whether the session is signed in well enough for the
+        account page (the MFA plugin: a second factor or a remembered device, where the
+        account has MFA or must have it). When a guard says no, the page starts a sign-in
+        for itself, which the pipeline's steps complete."""
+        self.account_guards.append(guard)
+
+    def add_account_intent(self, name: str) -> None:
+        """A reason a plugin may start the account page's sign-in for (``/account/sign-in
+        ?intent=<name>``), for steps to read in ``ctx.step_state("core")["intent"]``: say,
+        to change the MFA methods after passing the challenge again."""
+        self.account_intents.add(name)
+
+    def add_event_phrases(self, phrases: dict[str, str]) -> None:
+        """Plain words for the plugin's audit events, shown to the user under Recent
+        Security Events (events without words are not shown)."""
+        self.event_phrases.update(phrases)
 
     def add_prune(self, statements: Callable[[Any, Any], dict]) -> None:
         """``statements(now, cutoff)`` returns ``{name: DELETE statement}`` for the plugin's

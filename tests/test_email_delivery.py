@@ -192,6 +192,17 @@ TEMPLATES = {
                        "name bob."),
     "test_message": ({}, "Test message",
                      "This is a test message from Example Login. Email delivery works."),
+    "change_account_email": ({"link": LINK, "link_minutes": 1440, "username": "bob"},
+                             "Confirm your new account email",
+                             "You asked to make this address the email of your Example Login "
+                             "(user name bob)."),
+    "account_email_changed": ({"old": "b***@example.com", "new": "b***@new.example"},
+                              "Your account email was changed",
+                              "The email of your Example Login was changed from "
+                              "b***@example.com to b***@new.example."),
+    "mfa_method_removed": ({"method": "SMS"}, "A sign-in method was removed from your account",
+                           "SMS was removed from the multifactor authentication methods of "
+                           "your Example Login."),
 }
 
 

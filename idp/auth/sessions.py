@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app, g, has_request_context, session
+from flask import current_app, g, has_request_context, request, session
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
 from idp import audit
+from idp.browsers import describe
 from idp.extensions import db, insert_unless_present
 from idp.models import SessionClient, SsoSession, User
 from idp.security import digest, random_token
@@ -77,7 +78,7 @@ def record_authentication(user: User, event: dict) -> SsoSession:
     if row is None:
         lifetime = timedelta(seconds=current_app.config["IDP_SESSION_LIFETIME"])
         row = SsoSession(user_id=user.id, events=[], auth_time=now, expires_at=now + lifetime,
-                         secret_digest="")
+                         secret_digest="", browser=describe(request.user_agent.string)[:200])
         db.session.add(row)
     if event.get("method") == "pwd":
         # A password check starts a new authentication event (a first sign-in, or a

@@ -31,6 +31,8 @@ class SsoSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column()
+    #: The browser and system it was signed in with, in words ("Firefox on Windows").
+    browser: Mapped[str | None] = mapped_column(String(200))
 
     user: Mapped[User] = relationship()
 

@@ -1,5 +1,5 @@
 """Self-service accounts: Create New Account, Forgot your username?, Forgot your password?
-and the account email's verification (see ``pages``)."""
+the account email's verification (see ``pages``) and the account page (``account``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from idp.selfservice import account  # noqa: F401 - the account page's routes
     from idp.selfservice.pages import bp
 
     app.register_blueprint(bp)
+    app.context_processor(lambda: {"account_url": account.account_url})

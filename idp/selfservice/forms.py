@@ -72,3 +72,44 @@ class ChangeEmailForm(FlaskForm):
     email = StringField("Email", validators=[*TEXT, DataRequired("Enter your email address."),
                                              Length(max=EMAIL_MAX)])
     submit = SubmitField("Send Email Link")
+
+
+# --- the account page ---------------------------------------------------------------------
+
+
+class ProfileForm(FlaskForm):
+    given_name = StringField("First Name", validators=[*TEXT, Optional(), Length(max=100)])
+    family_name = StringField("Last Name", validators=[*TEXT, Optional(), Length(max=100)])
+    submit = SubmitField("Save Name")
+
+
+class AccountEmailForm(FlaskForm):
+    email = StringField("New Email", validators=[
+        *TEXT, DataRequired("Enter the new email address."), Length(max=EMAIL_MAX)])
+    submit = SubmitField("Change Email")
+
+
+class ConfirmEmailChangeForm(FlaskForm):
+    submit = SubmitField("Use This Email")
+
+
+class ChangePasswordForm(FlaskForm):
+    current = PasswordField("Current Password",
+                            validators=[DataRequired("Enter your current password."),
+                                        Length(max=MAX_LENGTH)])
+    password = PasswordField("New Password",
+                             validators=[DataRequired("Choose a new password.")])
+    confirm = PasswordField("Confirm Password",
+                            validators=[DataRequired("Enter the new password again.")])
+    submit = SubmitField("Change Password")
+
+
+class EndSessionsForm(FlaskForm):
+    sid = StringField(validators=[*TEXT, Optional(), Length(max=64)])
+    others = SubmitField("Sign Out of All Other Browsers")
+    one = SubmitField("Sign Out")
+
+
+class RevokeApplicationForm(FlaskForm):
+    client_id = StringField(validators=[*TEXT, DataRequired(), Length(max=64)])
+    submit = SubmitField("Remove Access")

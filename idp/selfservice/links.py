@@ -1,4 +1,5 @@
-"""Emailed account links: to verify the account email and to reset the password.
+"""Emailed account links: to verify the account email, to reset the password, and to
+change the account email (sent to the new address).
 
 A link's token is 32 random bytes; only its SHA-256 digest is stored. A link works once,
 for its purpose and its account, until it expires; a new link of the same purpose for the
@@ -19,8 +20,10 @@ from idp.timeutil import utcnow
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose, not a password
+CHANGE_EMAIL = "change_email"
 ENDPOINTS = {VERIFY_EMAIL: "selfservice.verify_email_link",
-             RESET_PASSWORD: "selfservice.reset_password"}
+             RESET_PASSWORD: "selfservice.reset_password",
+             CHANGE_EMAIL: "selfservice.confirm_email_change"}
 
 
 def new_url(purpose: str) -> tuple[str, str]:
@@ -70,7 +73,8 @@ def end(token: str) -> None:
 
 def find(token: str, purpose: str) -> AccountLink | None:
     """The live link of ``purpose`` with this token, or None (unknown, used, expired, ended
-    by a newer link, or sent to an address the account no longer has)."""
+    by a newer link, or sent to an address the account no longer has; a ``change_email``
+    link goes to the address the account is to have)."""
     if not token or len(token) > 100:
         return None
     row = db.session.scalar(select(AccountLink).where(
@@ -78,7 +82,7 @@ def find(token: str, purpose: str) -> AccountLink | None:
     if row is None:
         return None
     user = db.session.get(User, row.user_id)
-    if user is None or user.email != row.address:
+    if user is None or user.disabled or (purpose != CHANGE_EMAIL and user.email != row.address):
         return None
     return row
 

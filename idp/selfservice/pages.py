@@ -153,7 +153,7 @@ def _after_response(response, job: Callable[[], None]):
     return response
 
 
-def _valid_email(value: str) -> bool:
+def valid_email(value: str) -> bool:
     return (bool(EMAIL_PATTERN.fullmatch(value)) and len(value) <= 254
             and not any(ord(ch) < 32 for ch in value))
 
@@ -170,7 +170,7 @@ def _account_problems(form: CreateAccountForm) -> dict[str, str]:
     elif db.session.scalar(select(User.id).filter_by(username=username)) is not None:
         problems["username"] = USER_NAME_TAKEN
     email = form.email.data.strip()
-    if not _valid_email(email):
+    if not valid_email(email):
         problems["email"] = "Enter an email address like name@example.com."
     password = form.password.data
     refused = password_policy.problem(
@@ -262,7 +262,7 @@ def confirm_email(pending_id: str):
             changing = True
             if change.validate():
                 email = change.email.data.strip()
-                if not _valid_email(email):
+                if not valid_email(email):
                     change.email.errors = ["Enter an email address like name@example.com."]
                 else:
                     previous = user.email
@@ -344,7 +344,7 @@ def forgot_username():
     error = None
     if form.validate_on_submit():
         email = form.email.data.strip()
-        if not _valid_email(email):
+        if not valid_email(email):
             form.email.errors = ["Enter an email address like name@example.com."]
         else:
             error = _throttled("forgot_username", recovery_limits(email))

@@ -165,6 +165,14 @@ class MfaPlugin:
         account_email_verified.connect(_take_verified_account_email, app)
         notice_addresses.connect(_mfa_notice_address, app)
         registry.add_prune(_prune_statements)
+        from plugins.mfa import account
+
+        for section in account.SECTIONS:
+            registry.add_account_section(section)
+        registry.add_account_guard(account.guard)
+        registry.add_account_intent(account.INTENT_MODIFY)
+        registry.add_account_intent(account.INTENT_ENROLL)
+        registry.add_event_phrases(account.EVENT_PHRASES)
 
 
 plugin = MfaPlugin()

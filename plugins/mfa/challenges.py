@@ -46,6 +46,8 @@ def chosen(ctx, kinds: list[str], wanted: str | None = None) -> str | None:
     current = progress(ctx)
     kind = wanted if wanted in kinds else current.challenge_factor
     if kind not in kinds:
+        kind = policy.default_kind(ctx.user.id)
+    if kind not in kinds:
         kind = kinds[0]
     if current.challenge_factor != kind:
         current.update(challenge_factor=kind)

@@ -1,8 +1,15 @@
 import re
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, RadioField, StringField, SubmitField
-from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    RadioField,
+    StringField,
+    SubmitField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -30,6 +37,11 @@ class EmailAddress:
     def __call__(self, form, field):
         if not is_email_address((field.data or "").strip()):
             raise ValidationError(self.message)
+
+
+class ReplaceFactorForm(FlaskForm):
+    set_up = SubmitField("Set Up a New Method")
+    not_now = SubmitField("Not Now")
 
 
 class OfferForm(FlaskForm):
@@ -102,3 +114,17 @@ class ModifyForm(FlaskForm):
 
 class ForgetDevicesForm(FlaskForm):
     forget_all = SubmitField("Forget all devices")
+
+
+class AccountFactorForm(FlaskForm):
+    """The MFA Methods section's buttons: remove a method, or make it the default."""
+
+    kind = HiddenField(validators=[DataRequired(), Length(max=20)])
+    remove = SubmitField("Remove")
+    make_default = SubmitField("Make Default")
+
+
+class AccountDevicesForm(FlaskForm):
+    device_id = HiddenField(validators=[Optional(), Length(max=20)])
+    forget_one = SubmitField("Forget This Device")
+    forget_all = SubmitField("Forget All Devices")

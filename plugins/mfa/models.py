@@ -29,6 +29,11 @@ class MfaAccount(db.Model):
     failures: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The method the challenge starts with (chosen on the account page), if any.
+    default_kind: Mapped[str | None] = mapped_column(String(20))
+    #: A recovery code was used to sign in: until a new method is set up, each sign-in
+    #: asks for one.
+    recovery_used_at: Mapped[datetime | None] = mapped_column()
 
 
 class FactorFailures(db.Model):

@@ -59,6 +59,18 @@ def is_enrolled(user_id: int) -> bool:
     return db.session.scalar(db.select(MfaFactor.id).filter_by(user_id=user_id)) is not None
 
 
+def default_kind(user_id: int) -> str | None:
+    """The method the account chose to start the challenge with, if any."""
+    account = db.session.get(MfaAccount, user_id)
+    return account.default_kind if account is not None else None
+
+
+def recovery_used(user_id: int) -> bool:
+    """A recovery code signed the account in, and no method was set up since."""
+    account = db.session.get(MfaAccount, user_id)
+    return account is not None and account.recovery_used_at is not None
+
+
 def aal2_possible(user_id: int) -> bool:
     """Whether an enrolled factor can meet the AAL2 alias (email cannot; recovery codes are
     a last resort, not a way to step up)."""
@@ -151,7 +163,14 @@ def aal2_step_up(ctx) -> bool:
 
 def requirement(ctx) -> Requirement | None:
     """What the sign-in still needs from an enrolled user's second factor, if anything."""
+    from plugins.mfa.progress import progress
+
     session, client = ctx.session, ctx.client
+    current = progress(ctx)
+    if current.modify_requested and not current.challenge_passed:
+        # Modify MFA Options (from the account page, say) wants the challenge passed in
+        # this sign-in, whatever the session proved before.
+        return Requirement("modify_requested", device_ok=False)
     wanted = set(ctx.acr_request.all)
     since = freshness(ctx)
     device_ok = client_allows_remembered_devices(client) and ACR_AAL2 not in wanted

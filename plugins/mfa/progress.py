@@ -36,6 +36,11 @@ class MfaProgress:
     link_purpose: str | None = None
     #: The authentication app's secret being set up, encrypted.
     totp_secret: str | None = None
+    #: The account page's reason for this sign-in (``mfa_modify``, ``mfa_enroll``) was
+    #: turned into the fields above (once: Cancel or Not Now stay chosen).
+    intent_applied: bool = False
+    #: After a sign-in with a recovery code: the prompt to set up a new method was answered.
+    replacement_answered: bool = False
 
     def __post_init__(self):
         self._ctx: SignInContext | None = None
@@ -63,4 +68,16 @@ def progress(ctx: SignInContext) -> MfaProgress:
         found = MfaProgress(**{k: v for k, v in stored.items() if k in _FIELDS})
         found._ctx = ctx
         ctx.extras["mfa_progress"] = found
+        _apply_intent(ctx, found)
     return found
+
+
+#: What the account page's sign-in asks for, by intent: Modify MFA Options after the
+#: challenge, or setting MFA up.
+INTENTS = {"mfa_modify": {"modify_requested": True}, "mfa_enroll": {"enrolling": True}}
+
+
+def _apply_intent(ctx: SignInContext, found: MfaProgress) -> None:
+    intent = ctx.step_state("core").get("intent")
+    if intent in INTENTS and not found.intent_applied and ctx.user is not None:
+        found.update(intent_applied=True, **INTENTS[intent])

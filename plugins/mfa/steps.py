@@ -36,6 +36,8 @@ class EnrollOfferStep(Step):
         if ctx.user is None or enrolled(ctx) or progress(ctx).enrolling:
             return None
         reason, optional = policy.enrollment_reason(ctx)
+        if optional and ctx.step_state("core").get("account_page"):
+            return None  # the account page offers it in its MFA Methods section
         if optional and (progress(ctx).not_now or not ctx.logged_in_this_interaction):
             # Asked again at a later sign-in, not at every single sign-on.
             return None
@@ -93,6 +95,27 @@ class ChallengeStep(Step):
         challenges.arrive(ctx)
 
 
+def replacement_due(ctx) -> bool:
+    """A recovery code was used to sign in and no method was set up since: the sign-in
+    asks for a new one (unless answered in this sign-in; the next one asks again)."""
+    if ctx.user is None or not enrolled(ctx):
+        return False
+    current = progress(ctx)
+    if current.replacement_answered or current.modify_requested:
+        return False
+    if not (ctx.logged_in_this_interaction or current.challenge_passed):
+        return False  # asked at a sign-in, not at every single sign-on
+    return policy.recovery_used(ctx.user.id)
+
+
+class ReplaceFactorStep(Step):
+    name = "mfa_replace_factor"
+    endpoint = "mfa.replace_factor"
+
+    def needed(self, ctx):
+        return "recovery_code_used" if replacement_due(ctx) else None
+
+
 class ModifyStep(Step):
     name = "mfa_modify"
     endpoint = "mfa.modify"
@@ -102,4 +125,4 @@ class ModifyStep(Step):
 
 
 STEPS = [EnrollOfferStep(), VerifyEmailStep(), ChooseMethodStep(), RememberedDeviceStep(),
-         ChallengeStep(), ModifyStep()]
+         ChallengeStep(), ReplaceFactorStep(), ModifyStep()]

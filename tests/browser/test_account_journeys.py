@@ -1,12 +1,13 @@
 """The account pages in a real browser, from an application's sign-in page: Create New
 Account through email verification and the mandatory enrollment back to the app, Forgot your
-password? ending every session of the account, and Forgot your username?."""
+password? ending every session of the account, Forgot your username?, the account page
+(/account) and a lost phone replaced after a recovery-code sign-in."""
 
 from __future__ import annotations
 
 import secrets
 
-from tests.browser.journeys import enrolled_account
+from tests.browser.journeys import challenged_sign_in, enrolled_account, verify_account_email
 from tests.browser.support import ACR_MFA, CHALLENGE, PASSWORD, Account, last_four
 
 CHECK_EMAIL = "Check Your Email"
@@ -139,3 +140,138 @@ def test_forgot_username_emails_it_and_the_user_signs_in_with_it(idp, person, in
     assert erin.heading == "Sign In"
     erin.log_in(Account(account.username, account.email, account.sub, PASSWORD))
     assert erin.heading == CHALLENGE  # a new account: enrollment comes next
+
+
+def test_the_account_page_changes_name_email_and_password_and_signs_out_other_browsers(
+        idp, person, cns):
+    phone = idp.new_phone()
+    alice = person("alice")
+    account = enrolled_account(alice, idp, cns, phone)
+    new_password = "amber meadow violin 31"
+    idp.secrets_seen[new_password] = "password"
+    new_email = account.username.lower() + "@new.example"
+
+    # Alice is signed in on her laptop too.
+    laptop = person("laptop")
+    challenged_sign_in(laptop, cns, account)
+    laptop.submit_passcode(idp.sms_passcode(phone))
+
+    # Her own browser passed MFA at enrollment: the account page opens at once.
+    alice.open(idp.url + "/account")
+    assert alice.heading == "Your Account"
+    sections = [" ".join(h.split()) for h in alice.page.locator("h2").all_inner_texts()]
+    assert sections == ["Profile", "Password", "MFA Methods", "Remembered Devices",
+                        "Where You're Signed In", "Connected Applications",
+                        "Recent Security Events"]
+    assert f"***-***-{last_four(phone)}" in alice.text()
+
+    alice.fill("First Name", "Alice")
+    alice.press("Save Name")
+    assert "Your name was saved." in alice.text()
+    assert alice.page.get_by_label("First Name", exact=True).input_value() == "Alice"
+
+    # Where You're Signed In: the laptop is listed, and signed out from here.
+    assert alice.page.get_by_role("button", name="Sign Out", exact=True).count() == 1
+    alice.press("Sign Out of All Other Browsers")
+    assert "Signed out of 1 other browser." in alice.text()
+    laptop.open(idp.url + "/account")
+    assert laptop.heading == "Sign In"
+
+    # The account email changes by the link sent to the new address.
+    alice.fill("New Email", new_email)
+    alice.press("Change Email")
+    assert "Open it to make it your account email" in alice.text()
+    alice.open(idp.account_link(new_email, "/account/confirm-email-change"))
+    assert alice.heading == "Confirm Your New Email"
+    alice.press("Use This Email")
+    assert alice.heading == "Email Changed"
+    assert any("was changed from" in m.text for m in idp.emails_to(account.email))
+
+    # The password: the current one first.
+    alice.open(idp.url + "/account")
+    alice.fill("Current Password", "not my password")
+    alice.fill("New Password", new_password)
+    alice.fill("Confirm Password", new_password)
+    alice.press("Change Password")
+    assert "not correct" in alice.field_error("Current Password")
+    alice.fill("Current Password", account.password)
+    alice.fill("New Password", new_password)
+    alice.fill("Confirm Password", new_password)
+    alice.press("Change Password")
+    assert "Your password was changed." in alice.text()
+    assert any("password" in m.text.lower() and "changed" in m.text
+               for m in idp.emails_to(new_email))
+
+    events = alice.page.locator("table.events").inner_text()
+    assert "Password changed" in events and "Account email changed" in events
+
+    # The new password signs in elsewhere; the old one does not.
+    tablet = person("tablet")
+    tablet.start(cns)
+    tablet.log_in(account)
+    assert tablet.alert() == "The user name or password you entered is incorrect."
+    tablet.log_in(Account(account.username, new_email, account.sub, new_password))
+    assert tablet.heading == CHALLENGE
+
+
+def test_modify_mfa_options_from_the_account_page_adds_an_email_method_after_the_challenge(
+        idp, person, cns):
+    phone = idp.new_phone()
+    alice = person("alice")
+    account = enrolled_account(alice, idp, cns, phone)
+    alice.open(idp.url + "/account")
+    assert alice.heading == "Your Account"
+    alice.follow("Modify MFA Options")
+    # The remembered browser passes the challenge again for this.
+    assert alice.heading == CHALLENGE
+    alice.submit_passcode(idp.sms_passcode(phone))
+    assert alice.heading == "Modify MFA Options"
+    alice.press("Cancel")
+    assert alice.heading == "Your Account"
+    assert "Modify MFA Options" in alice.text()
+    assert account.email  # the account is unchanged
+
+
+def test_a_recovery_code_sign_in_asks_for_a_new_method_and_a_new_phone_replaces_the_lost_one(
+        idp, person, cns):
+    lost_phone, new_phone = idp.new_phone(), idp.new_phone()
+    alice = person("alice")
+    account = idp.new_account()
+    request = alice.start(cns)
+    alice.log_in(account)
+    assert alice.heading == CHALLENGE
+    alice.press("Enroll in MFA")
+    verify_account_email(alice, idp, account)
+    alice.choose("SMS")
+    alice.press("Continue")
+    alice.fill("Phone Number", lost_phone)
+    alice.press("Send Passcode")
+    alice.submit_passcode(idp.sms_passcode(lost_phone, 1))
+    assert alice.heading == "Save Your Recovery Codes"
+    codes = alice.page.locator("code").all_inner_texts()
+    alice.follow("Continue")
+    alice.back_at(cns, request)
+
+    # The phone is lost; on a new computer Alice uses a recovery code.
+    laptop = person("laptop")
+    request = challenged_sign_in(laptop, cns, account)
+    laptop.press("Use a recovery code")
+    laptop.fill("Recovery code", codes[0])
+    laptop.press("Submit")
+    assert laptop.heading == "Set Up a New Method"
+    assert "Recovery codes left: 9" in " ".join(laptop.text().split())
+    laptop.press("Set Up a New Method")
+    assert laptop.heading == "Modify MFA Options"
+    laptop.choose("Phone")
+    laptop.press("Continue")
+    laptop.fill("Phone Number", new_phone)
+    laptop.press("Send Passcode")
+    laptop.submit_passcode(idp.sms_passcode(new_phone, 1))
+    laptop.back_at(cns, request)
+
+    # The next sign-in's passcode goes to the new phone, and no new method is asked for.
+    tablet = person("tablet")
+    request = challenged_sign_in(tablet, cns, account)
+    assert f"***-***-{last_four(new_phone)}" in tablet.text()
+    tablet.submit_passcode(idp.sms_passcode(new_phone))
+    tablet.back_at(cns, request)

@@ -10,8 +10,8 @@ from flask import flash, redirect, request, url_for
 from idp.plugin_api import audit, continue_sign_in, db, load_interaction, utcnow
 from plugins.mfa import challenges, lockout, passcodes, policy
 from plugins.mfa import metrics as mfa_metrics
-from plugins.mfa.factors import FACTORS
-from plugins.mfa.forms import AnotherMethodForm, PasscodeForm, ResendForm
+from plugins.mfa.factors import FACTORS, RecoveryFactor
+from plugins.mfa.forms import AnotherMethodForm, PasscodeForm, ReplaceFactorForm, ResendForm
 from plugins.mfa.models import MfaFactor
 from plugins.mfa.pages.common import (
     bp,
@@ -22,7 +22,7 @@ from plugins.mfa.pages.common import (
     passed,
 )
 from plugins.mfa.progress import progress
-from plugins.mfa.steps import ChallengeStep
+from plugins.mfa.steps import ChallengeStep, ReplaceFactorStep
 
 
 @bp.route("/challenge/<pending_id>", methods=["GET", "POST"])
@@ -93,6 +93,9 @@ def another_method(pending_id: str):
 def _challenge_passed(ctx, kind: str, row: MfaFactor | None, remember: bool):
     if row is not None:
         row.last_used_at = utcnow()
+    if kind == RecoveryFactor.kind:
+        # The other methods may be lost (a phone): the sign-in asks for a new one.
+        lockout.account_for(ctx.user.id).recovery_used_at = utcnow()
     passed(ctx, kind, remember, challenge_factor=kind, code_purpose=None)
     audit.record("mfa_challenge_passed", user_id=ctx.user.id, client_id=ctx.client.client_id,
                  factor=kind)
@@ -100,3 +103,26 @@ def _challenge_passed(ctx, kind: str, row: MfaFactor | None, remember: bool):
     template, context = FACTORS[kind].passed_notice(ctx.user.id)
     notify(ctx, template, context, emails=[policy.mfa_email(ctx.user) or ctx.user.email])
     return continue_sign_in(ctx.pending)
+
+
+# --- after a sign-in with a recovery code ---------------------------------------------------
+
+
+@bp.route("/replace/<pending_id>", methods=["GET", "POST"])
+def replace_factor(pending_id: str):
+    """A recovery code signed the account in: set up a new method now (Modify MFA Options),
+    or Not Now (the next sign-in asks again)."""
+    ctx = load_interaction(pending_id, serves=ReplaceFactorStep.name)
+    form = ReplaceFactorForm()
+    if form.validate_on_submit():
+        if form.not_now.data:
+            progress(ctx).update(replacement_answered=True)
+            audit.record("mfa_replacement_postponed", user_id=ctx.user.id,
+                         client_id=ctx.client.client_id)
+        else:
+            progress(ctx).update(replacement_answered=True, modify_requested=True)
+            audit.record("mfa_modify_requested", user_id=ctx.user.id,
+                         client_id=ctx.client.client_id, reason="recovery_code_used")
+        return continue_sign_in(ctx.pending)
+    return page("mfa/replace_factor.html", ctx, form=form,
+                remaining=RecoveryFactor.remaining(ctx.user.id))

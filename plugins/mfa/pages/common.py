@@ -174,6 +174,7 @@ def save_factor(ctx, kind: str, destination: str | None = None,
     row.last_used_at = utcnow()
     account = lockout.account_for(ctx.user.id)
     account.enrolled_at = account.enrolled_at or utcnow()
+    account.recovery_used_at = None  # a method set up: no need to ask for one any more
     if changed:
         devices.forget(ctx.user.id, None, reason="factor_changed")
     audit.record("mfa_factor_changed" if changed else "mfa_factor_added", user_id=ctx.user.id,

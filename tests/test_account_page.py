@@ -1,0 +1,401 @@
+"""The account page (/account): reached by signing in at the MFA level the account has,
+its sections, and each change a member of the public makes there, with the MFA plugin on,
+email through a real SMTP server on loopback and SMS through a real HTTP receiver."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from idp.extensions import db
+from idp.models import AuditEvent, AuthorizationCode, Consent, SsoSession, Token, User
+from idp.timeutil import utcnow
+from plugins.mfa.models import MfaAccount, MfaFactor, RememberedDevice
+from tests.conftest import PASSWORD, forms
+from tests.mfa_journeys import *  # noqa: F403
+from tests.mfa_journeys import (
+    CHALLENGE,
+    PHONE_E164,
+    age_send_counters,
+    age_session_events,
+    audit_events,
+    enroll_by_email,
+    enroll_by_sms,
+    pass_challenge,
+)
+from tests.mfa_support import *  # noqa: F403
+from tests.mfa_support import heading
+
+SECTIONS = ["Profile", "Password", "MFA Methods", "Remembered Devices",
+            "Where You're Signed In", "Connected Applications", "Recent Security Events"]
+NEW_PASSWORD = "plum orchard lantern 42"
+
+
+def text(page) -> str:
+    """The page's words, tags left out, spaces as a browser shows them."""
+    words = re.sub(r"<[^>]+>", " ", page.get_data(as_text=True))
+    return re.sub(r"\s+", " ", re.sub(r"\s+([.,:;])", r"\1", html.unescape(words)))
+
+
+def section_headings(page) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r"<h2[^>]*>([^<]+)</h2>",
+                                                  page.get_data(as_text=True))]
+
+
+def form_with(page, button: str) -> dict:
+    """The page's form that has the button named ``button`` (a name ending with it)."""
+    for form in forms(page.get_data(as_text=True)):
+        if any(name.endswith(button) for name in form["fields"]) or button in form.get(
+                "buttons", {}):
+            return form
+    source = page.get_data(as_text=True)
+    raise AssertionError(f"no form with {button!r}: {source[:200]}")
+
+
+def post(mfa, page, action: str, data: dict):
+    """Post to an account page action with the CSRF token of the page's form for it."""
+    source = page.get_data(as_text=True)
+    match = re.search(r'<form method="post" action="' + re.escape(action) + r'"[^>]*>(.*?)</form>',
+                      source, re.S)
+    assert match, f"no form posting to {action}"
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                             match.group(1)))
+    fields.update(re.findall(r'<input id="[^"]*" name="([^"]*csrf_token)" type="hidden" '
+                             r'value="([^"]*)"', match.group(1)))
+    fields.update(data)
+    return mfa.http.post(action, data=fields)
+
+
+def account_page(mfa):
+    """GET /account and follow where it leads inside the IdP."""
+    return mfa.go(mfa.http.get("/account"))
+
+
+def signed_in_account(mfa, username="alice"):
+    """Sign in from /account itself (password, then the SMS challenge); the account page."""
+    page = account_page(mfa)
+    assert heading(page) == "Sign In", heading(page)
+    page = mfa.go(mfa.submit(page, {"username": username, "password": PASSWORD},
+                             button="submit"))
+    if heading(page) == CHALLENGE:
+        page = pass_challenge(mfa, page, remember=False)
+    page = mfa.go(page)
+    assert heading(page) == "Your Account", heading(page)
+    return page
+
+
+@pytest.fixture
+def alice(new_user, cohort_rp, browser):
+    """alice, enrolled by SMS with a browser of her own."""
+    enroll_by_sms(browser(), cohort_rp[0])
+    age_send_counters(3600)
+    return new_user
+
+
+# --- reaching the page --------------------------------------------------------------------
+
+
+def test_the_account_page_asks_for_the_password_and_the_second_factor_then_shows_every_section(
+        alice, mfa):
+    page = signed_in_account(mfa)
+    assert section_headings(page) == SECTIONS
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "***-***-0143" in text(page)  # the phone, masked
+    assert "+12025550143" not in page.get_data(as_text=True)
+    # No token went to the page's own client: its code was voided on arrival.
+    codes = db.session.scalars(db.select(AuthorizationCode).filter_by(
+        client_id="idp-account")).all()
+    assert codes and all(code.used_at is not None for code in codes)
+    assert not db.session.scalars(db.select(Token).filter_by(client_id="idp-account")).all()
+
+
+def test_a_password_alone_does_not_open_the_account_page_of_an_account_with_mfa(alice, mfa):
+    page = account_page(mfa)
+    page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
+                             button="submit"))
+    assert heading(page) == CHALLENGE
+    # Going to /account again before passing the challenge is still no way in.
+    again = account_page(mfa)
+    assert heading(again) != "Your Account"
+
+
+def test_an_account_that_must_have_mfa_sets_it_up_before_the_account_page(new_user, mfa):
+    page = account_page(mfa)
+    page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
+                             button="submit"))
+    assert heading(page) == "Multifactor Authentication (MFA)"
+    assert "Not Now" not in text(page)
+
+
+def test_an_older_account_without_mfa_reaches_the_page_with_its_password_and_can_set_mfa_up(
+        old_user, mfa):
+    page = signed_in_account(mfa, "olga")
+    assert "Set Up MFA" in text(page)
+    page = mfa.click(page, "Set Up MFA")
+    assert heading(page) == "Verify Your Email", heading(page)
+
+
+def test_signed_in_pages_link_to_the_account_page(alice, mfa):
+    signed_in_account(mfa)
+    page = mfa.http.get("/mfa/faq")
+    assert 'href="/account"' in page.get_data(as_text=True)
+
+
+# --- Profile and Password -----------------------------------------------------------------
+
+
+def test_the_name_is_saved(alice, mfa):
+    page = signed_in_account(mfa)
+    response = post(mfa, page, "/account/profile", {"profile-given_name": "Alice",
+                                                    "profile-family_name": "Liddell"})
+    assert response.status_code == 302
+    db.session.expire_all()
+    user = db.session.get(User, alice.id)
+    assert (user.given_name, user.family_name) == ("Alice", "Liddell")
+    assert "Your name was saved." in text(account_page(mfa))
+
+
+def test_the_account_email_changes_only_by_the_link_sent_to_the_new_address(alice, mfa):
+    page = signed_in_account(mfa)
+    response = post(mfa, page, "/account/email", {"email-email": "alice@new.example"})
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, alice.id).email == "alice@example.com"
+    message = mfa.last_email(to="alice@new.example")
+    link = re.search(r"http://localhost(/account/confirm-email-change\?token=\S+)",
+                     message.text).group(1)
+    page = mfa.http.get(link)
+    assert heading(page) == "Confirm Your New Email"
+    form = forms(page.get_data(as_text=True))[0]
+    done = mfa.http.post(link, data={k: v for k, v in form["fields"].items()
+                                     if k == "csrf_token"})
+    assert heading(done) == "Email Changed"
+    db.session.expire_all()
+    assert db.session.get(User, alice.id).email == "alice@new.example"
+    notice = mfa.last_email(to="alice@example.com")
+    assert "was changed from" in notice.text
+    # The link works once.
+    assert mfa.http.get(link).status_code == 400
+
+
+def test_a_stale_session_signs_in_again_before_the_email_changes(alice, mfa):
+    page = signed_in_account(mfa)
+    age_session_events(alice.id, 3600)
+    response = post(mfa, page, "/account/email", {"email-email": "alice@new.example"})
+    page = mfa.go(response)
+    assert heading(page) == "Sign In"
+    assert not [m for m in mfa.mail.messages if "alice@new.example" in m.rcpt_tos]
+
+
+def test_the_password_changes_with_the_current_one_and_other_browsers_are_signed_out(
+        alice, mfa, browser, cohort_rp):
+    other = browser()
+    signed_in_account(other)
+    page = signed_in_account(mfa)
+    wrong = post(mfa, page, "/account/password", {
+        "password-current": "not it at all", "password-password": NEW_PASSWORD,
+        "password-confirm": NEW_PASSWORD})
+    assert wrong.status_code == 400
+    assert "The current password is not correct." in text(wrong)
+    response = post(mfa, page, "/account/password", {
+        "password-current": PASSWORD, "password-password": NEW_PASSWORD,
+        "password-confirm": NEW_PASSWORD})
+    assert response.status_code == 302
+    # This browser stays signed in; the other is signed out.
+    assert heading(account_page(mfa)) == "Your Account"
+    assert heading(account_page(other)) == "Sign In"
+    assert "password" in mfa.last_email(to="alice@example.com").text.lower()
+
+
+def test_a_common_new_password_is_refused_and_nothing_changes(alice, mfa):
+    page = signed_in_account(mfa)
+    before = db.session.get(User, alice.id).password_hash
+    response = post(mfa, page, "/account/password", {
+        "password-current": PASSWORD, "password-password": "password1",
+        "password-confirm": "password1"})
+    assert response.status_code == 400
+    db.session.expire_all()
+    assert db.session.get(User, alice.id).password_hash == before
+
+
+# --- MFA Methods and Remembered Devices ---------------------------------------------------
+
+
+def test_the_last_method_of_an_account_that_must_have_mfa_cannot_be_removed(alice, mfa):
+    page = signed_in_account(mfa)
+    assert "Remove" not in re.findall(r">(Remove)<", page.get_data(as_text=True))
+    response = post(mfa, page, "/mfa/account/methods", {"mfa-kind": "sms", "mfa-remove": "1"})
+    assert "must keep at least one MFA method" in text(mfa.go(response))
+    assert db.session.scalar(db.select(MfaFactor).filter_by(user_id=alice.id)) is not None
+
+
+def test_a_second_method_can_be_made_default_and_the_other_removed(alice, mfa, cohort_rp):
+    db.session.add(MfaFactor(user_id=alice.id, kind="email", destination="alice@example.com"))
+    db.session.commit()
+    page = signed_in_account(mfa)
+    response = post(mfa, page, "/mfa/account/methods", {"mfa-kind": "email",
+                                                        "mfa-make_default": "1"})
+    assert response.status_code == 302
+    assert db.session.get(MfaAccount, alice.id).default_kind == "email"
+    response = post(mfa, account_page(mfa), "/mfa/account/methods",
+                    {"mfa-kind": "sms", "mfa-remove": "1"})
+    page = mfa.go(response)
+    assert "SMS was removed" in text(page)
+    db.session.expire_all()
+    kinds = {f.kind for f in db.session.scalars(db.select(MfaFactor).filter_by(user_id=alice.id))}
+    assert kinds == {"email"}
+    assert "removed" in mfa.last_email(to="alice@example.com").text
+    assert audit_events("mfa_factor_removed", alice.id)
+
+
+def test_the_challenge_starts_with_the_default_method(alice, browser, cohort_rp):
+    db.session.add(MfaFactor(user_id=alice.id, kind="email", destination="alice@example.com"))
+    account = db.session.get(MfaAccount, alice.id)
+    account.default_kind = "email"
+    db.session.commit()
+    fresh = browser()
+    page = fresh.start(cohort_rp[0])
+    assert heading(page) == CHALLENGE
+    assert "a***@example.com" in text(page) or "email" in text(page).lower()
+    assert fresh.email_passcode(to="alice@example.com")
+
+
+def test_modify_mfa_options_from_the_account_page_passes_the_challenge_again_even_on_a_remembered_device(  # noqa: E501
+        new_user, cohort_rp, mfa):
+    enroll_by_sms(mfa, cohort_rp[0], remember=True)
+    age_send_counters(3600)
+    page = account_page(mfa)  # the remembered device stands in for the second factor
+    page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
+                             button="submit")) if heading(page) == "Sign In" else page
+    assert heading(page) == "Your Account", heading(page)
+    page = mfa.click(page, "Modify MFA Options")
+    assert heading(page) == CHALLENGE, heading(page)
+    page = pass_challenge(mfa, page, remember=False)
+    assert heading(page) == "Modify MFA Options", heading(page)
+
+
+def test_forgetting_every_remembered_device_from_the_account_page(new_user, cohort_rp, mfa):
+    enroll_by_sms(mfa, cohort_rp[0], remember=True)
+    page = account_page(mfa)
+    if heading(page) == "Sign In":
+        page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
+                                 button="submit"))
+    assert heading(page) == "Your Account"
+    response = post(mfa, page, "/mfa/account/devices", {"devices-forget_all": "1"})
+    assert "1 device forgotten." in text(mfa.go(response))
+    assert not db.session.scalars(db.select(RememberedDevice).filter_by(
+        user_id=new_user.id, forgotten_at=None)).all()
+
+
+# --- Where You're Signed In, Connected Applications, Recent Security Events ---------------
+
+
+def test_signing_out_of_every_other_browser_ends_their_sessions(alice, mfa, browser):
+    other = browser()
+    signed_in_account(other)
+    page = signed_in_account(mfa)
+    assert text(page).count("Sign Out") >= 2
+    response = post(mfa, page, "/account/sessions", {"sessions-others": "1"})
+    # The browser alice enrolled with, and the other one.
+    assert "Signed out of 2 other browsers." in text(mfa.go(response))
+    live = db.session.scalars(db.select(SsoSession).filter_by(user_id=alice.id,
+                                                              ended_at=None)).all()
+    assert len(live) == 1
+    assert heading(account_page(other)) == "Sign In"
+
+
+def test_another_users_session_cannot_be_signed_out(alice, mfa, browser, app):
+    from tests.conftest import make_user
+
+    make_user("bob", created_at=utcnow().replace(year=2020))
+    bob = browser()
+    bob_page = bob.go(bob.http.get("/account"))
+    bob.go(bob.submit(bob_page, {"username": "bob", "password": PASSWORD}, button="submit"))
+    bob_sid = db.session.scalar(db.select(SsoSession.sid).join(User).filter(
+        User.username == "bob"))
+    page = signed_in_account(mfa)
+    post(mfa, page, "/account/sessions", {"sessions-sid": bob_sid, "sessions-one": "1"})
+    db.session.expire_all()
+    assert db.session.scalar(db.select(SsoSession.ended_at).filter_by(sid=bob_sid)) is None
+
+
+def test_removing_an_applications_access_revokes_its_tokens(alice, mfa, cohort_rp):
+    rp, secret = cohort_rp
+    params = mfa.finish(pass_challenge(mfa, mfa.start(rp, scope="openid offline_access",
+                                                      prompt="consent")))
+    response = mfa.token(rp, secret, params["code"])
+    assert response.status_code == 200
+    assert response.get_json().get("refresh_token")
+    page = account_page(mfa)
+    assert heading(page) == "Your Account"
+    assert rp.label in text(page)
+    response = post(mfa, page, "/account/applications", {"apps-client_id": rp.client_id,
+                                                         "apps-submit": "1"})
+    assert response.status_code == 302
+    db.session.expire_all()
+    tokens = db.session.scalars(db.select(Token).filter_by(user_id=alice.id,
+                                                           client_id=rp.client_id)).all()
+    assert tokens and all(t.revoked_at is not None for t in tokens)
+    assert not db.session.scalars(db.select(Consent).filter_by(user_id=alice.id)).all()
+    assert "No application keeps access" in text(account_page(mfa))
+
+
+def test_recent_security_events_show_the_users_own_events_in_plain_words(alice, mfa, app):
+    db.session.add(AuditEvent(event="login_failed", user_id=alice.id + 1000,
+                              detail={}, at=utcnow()))
+    db.session.commit()
+    page = signed_in_account(mfa)
+    events = text(page).split("Recent Security Events", 1)[1]
+    assert "Signed in with your password" in events
+    assert "Second factor passed" in events
+    assert "Wrong password entered" not in events  # someone else's
+
+
+# --- lost phone ---------------------------------------------------------------------------
+
+
+def test_after_a_recovery_code_sign_in_the_user_is_asked_to_set_up_a_new_method(
+        new_user, cohort_rp, mfa, browser):
+    codes = enroll_by_sms(browser(), cohort_rp[0])
+    page = mfa.start(cohort_rp[0])
+    page = mfa.use_method(page, "Use a recovery code")
+    page = mfa.submit_passcode(page, codes[0], remember=False)
+    assert heading(page) == "Set Up a New Method", heading(page)
+    assert "Recovery codes left: 9" in text(page)
+    params = mfa.finish(mfa.post_form(page, button="not_now"))
+    assert "code" in params
+    # The next sign-in asks again.
+    other = browser()
+    page = other.start(cohort_rp[0])
+    page = pass_challenge(other, page, remember=False)
+    assert heading(page) == "Set Up a New Method"
+    page = other.post_form(page, button="set_up")
+    assert heading(page) == "Modify MFA Options", heading(page)
+
+
+def test_a_lost_only_method_without_recovery_codes_names_whom_to_contact(
+        new_user, cohort_rp, mfa, browser, app):
+    from plugins.mfa.models import RecoveryCode
+
+    enroll_by_sms(browser(), cohort_rp[0])
+    db.session.execute(db.delete(RecoveryCode))
+    db.session.commit()
+    page = mfa.start(cohort_rp[0])
+    assert heading(page) == CHALLENGE
+    contact = cohort_rp[0].help_contact or app.config["IDP_SUPPORT_CONTACT"]
+    assert f"Contact {contact}" in text(page)
+    assert "reset your MFA" in text(page)
+
+
+def test_email_as_the_only_method_shows_the_account_page_too(new_user, cohort_rp, mfa, browser):
+    enroll_by_email(browser(), cohort_rp[0])
+    page = account_page(mfa)
+    page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
+                             button="submit"))
+    assert heading(page) == CHALLENGE
+    page = mfa.go(mfa.submit_passcode(page, mfa.email_passcode(to="alice@example.com"),
+                                      remember=False))
+    assert heading(page) == "Your Account"
+    assert PHONE_E164 not in page.get_data(as_text=True)
