@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import secrets
 
+import requests
+
 from tests.browser.journeys import challenged_sign_in, enrolled_account, verify_account_email
 from tests.browser.support import ACR_MFA, CHALLENGE, PASSWORD, Account, last_four
 
@@ -275,3 +277,40 @@ def test_a_recovery_code_sign_in_asks_for_a_new_method_and_a_new_phone_replaces_
     assert f"***-***-{last_four(new_phone)}" in tablet.text()
     tablet.submit_passcode(idp.sms_passcode(new_phone))
     tablet.back_at(cns, request)
+
+
+def test_the_account_page_removes_an_applications_access_and_forgets_remembered_devices(
+        idp, person, cns):
+    phone = idp.new_phone()
+    alice = person("alice")
+    account = enrolled_account(alice, idp, cns, phone)
+
+    # The app asks for access while Alice is away (a refresh token), and she allows it.
+    request = alice.start(cns, scope="openid profile email offline_access")
+    assert alice.heading == "Allow access"
+    alice.press("Allow")
+    alice.back_at(cns, request)
+    refresh_token = cns.tokens["refresh_token"]
+
+    alice.open(idp.url + "/account")
+    assert alice.heading == "Your Account"
+    applications = alice.page.locator("section", has=alice.page.locator("#applications"))
+    assert "Click-N-Ship" in applications.inner_text()
+    alice.press("Remove Access")
+    assert "The application's access was removed." in alice.text()
+    assert "No application keeps access" in alice.text()
+    # What the app sees: its refresh token no longer works.
+    answer = requests.post(idp.url + "/token", timeout=10, auth=(cns.app.client_id,
+                                                                 cns.app.secret),
+                           data={"grant_type": "refresh_token", "refresh_token": refresh_token})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+
+    # Remembered Devices: this browser, forgotten; its next sign-in is challenged.
+    devices = alice.page.locator("section", has=alice.page.locator("#remembered-devices"))
+    assert "Chrome on Linux" in devices.inner_text()
+    alice.press("Forget All Devices")
+    assert "1 device forgotten." in alice.text()
+    alice.sign_out()
+    alice.start(cns)
+    alice.log_in(account)
+    assert alice.heading == CHALLENGE
