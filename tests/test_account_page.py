@@ -68,6 +68,14 @@ def post(mfa, page, action: str, data: dict):
     return mfa.http.post(action, data=fields)
 
 
+def passcode_answer(mfa, page, code):
+    """Submit the challenge's passcode; the answer itself (not followed)."""
+    form = forms(page.get_data(as_text=True))[0]
+    fields = {k: v for k, v in form["fields"].items() if "csrf_token" in k}
+    return mfa.http.post(form["action"] or page.request.path,
+                         data={**fields, "passcode": code, "submit": "Submit"})
+
+
 def account_page(mfa):
     """GET /account and follow where it leads inside the IdP."""
     return mfa.go(mfa.http.get("/account"))
@@ -399,3 +407,105 @@ def test_email_as_the_only_method_shows_the_account_page_too(new_user, cohort_rp
                                       remember=False))
     assert heading(page) == "Your Account"
     assert PHONE_E164 not in page.get_data(as_text=True)
+
+
+# --- what a stranger or a malformed request gets ------------------------------------------
+
+
+def test_one_other_browser_is_signed_out_by_its_button(alice, mfa, browser):
+    other = browser()
+    signed_in_account(other)
+    page = signed_in_account(mfa)
+    mine = db.session.scalars(db.select(SsoSession).filter_by(user_id=alice.id,
+                                                              ended_at=None)).all()
+    assert len(mine) == 3  # the enrolling browser, the other, this one
+    other_sid = db.session.scalar(db.select(SsoSession.sid).filter_by(
+        user_id=alice.id, ended_at=None).order_by(SsoSession.id.desc()).offset(1).limit(1))
+    response = post(mfa, page, "/account/sessions", {"sessions-sid": other_sid,
+                                                     "sessions-one": "1"})
+    assert "Signed out of 1 other browser." in text(mfa.go(response))
+    db.session.expire_all()
+    assert db.session.scalar(db.select(SsoSession.ended_at).filter_by(sid=other_sid))
+    assert heading(account_page(other)) == "Sign In"
+    assert audit_events("session_signed_out", alice.id)
+
+
+def test_the_account_pages_code_cannot_be_redeemed_at_the_token_endpoint(alice, mfa):
+    page = account_page(mfa)
+    response = mfa.submit(page, {"username": "alice", "password": PASSWORD}, button="submit")
+    page = passcode_answer(mfa, mfa.go(response), mfa.sms_passcode(to=PHONE_E164))
+    assert page.status_code == 302 and "/account/callback?" in page.headers["Location"]
+    code = re.search(r"code=([^&]+)", page.headers["Location"]).group(1)
+    mfa.http.get(page.headers["Location"])
+    answer = mfa.http.post("/token", data={
+        "grant_type": "authorization_code", "code": code, "client_id": "idp-account",
+        "redirect_uri": "http://localhost/account/callback", "code_verifier": "x" * 43})
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == "invalid_grant"
+
+
+def test_a_callback_with_another_state_goes_to_the_page_and_ignores_its_section(alice, mfa):
+    signed_in_account(mfa)
+    response = mfa.http.get("/account/callback?code=abc&state=forged&then=//evil.example")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/account"
+
+
+def test_a_stale_session_signs_in_again_before_a_method_is_removed_and_comes_back(
+        alice, mfa):
+    db.session.add(MfaFactor(user_id=alice.id, kind="email", destination="alice@example.com"))
+    db.session.commit()
+    page = signed_in_account(mfa)
+    age_session_events(alice.id, 3600)
+    response = post(mfa, page, "/mfa/account/methods", {"mfa-kind": "sms", "mfa-remove": "1"})
+    page = mfa.go(response)
+    assert heading(page) == "Sign In"
+    assert db.session.scalar(db.select(MfaFactor).filter_by(user_id=alice.id, kind="sms"))
+    page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
+                             button="submit"))
+    assert heading(page) == CHALLENGE  # prompt=login: the second factor again too
+    age_send_counters(3600)
+    answer = passcode_answer(mfa, page, mfa.sms_passcode(to=PHONE_E164))
+    assert answer.status_code == 302
+    back = mfa.http.get(answer.headers["Location"].replace("http://localhost", ""))
+    assert back.headers["Location"] == "/account#mfa-methods"
+    assert heading(mfa.go(back)) == "Your Account"
+
+
+@pytest.mark.parametrize(("action", "data"), [
+    ("/account/sessions", {"sessions-sid": "\x00" * 70}),
+    ("/account/applications", {"apps-client_id": "no-such-app"}),
+    ("/account/applications", {"apps-client_id": "idp-account"}),
+    ("/mfa/account/devices", {"devices-device_id": "abc", "devices-forget_one": "1"}),
+    ("/mfa/account/methods", {"mfa-kind": "x" * 500, "mfa-remove": "1"}),
+    ("/account/profile", {"profile-given_name": "A" * 5000}),
+    ("/account/email", {"email-email": "not an address"}),
+    ("/account/password", {"password-current": "", "password-password": "x"}),
+])
+def test_malformed_account_posts_get_a_clear_answer_never_a_500(alice, mfa, action, data):
+    page = signed_in_account(mfa)
+    token = re.search(r'name="profile-csrf_token" type="hidden" value="([^"]+)"',
+                      page.get_data(as_text=True)).group(1)
+    prefix = data and next(iter(data)).split("-")[0]
+    response = mfa.http.post(action, data={f"{prefix}-csrf_token": token, **data})
+    assert response.status_code in (302, 400), response.status_code
+
+
+def test_account_posts_without_the_forms_token_change_nothing(alice, mfa):
+    signed_in_account(mfa)
+    response = mfa.http.post("/account/profile", data={"profile-given_name": "Mallory"})
+    assert response.status_code == 400
+    db.session.expire_all()
+    assert db.session.get(User, alice.id).given_name is None
+
+
+def test_an_account_whose_email_is_unverified_does_not_reach_the_page(app, mfa):
+    from tests.conftest import make_user
+
+    user = make_user("carol", created_at=utcnow().replace(year=2020))
+    user.must_verify_email = True
+    db.session.commit()
+    page = account_page(mfa)
+    page = mfa.go(mfa.submit(page, {"username": "carol", "password": PASSWORD},
+                             button="submit"))
+    assert heading(page) == "Confirm Your Email"
