@@ -10,7 +10,7 @@ import re
 import pytest
 
 from idp.extensions import db
-from idp.models import AuditEvent, AuthorizationCode, Consent, SsoSession, Token, User
+from idp.models import AuditEvent, AuthorizationCode, Client, Consent, SsoSession, Token, User
 from idp.timeutil import utcnow
 from plugins.mfa.models import MfaAccount, MfaFactor, RememberedDevice
 from tests.conftest import PASSWORD, forms
@@ -509,3 +509,23 @@ def test_an_account_whose_email_is_unverified_does_not_reach_the_page(app, mfa):
     page = mfa.go(mfa.submit(page, {"username": "carol", "password": PASSWORD},
                              button="submit"))
     assert heading(page) == "Confirm Your Email"
+
+
+def test_a_client_registered_as_idp_account_elsewhere_is_never_changed(app, mfa, old_user):
+    from tests.conftest import make_client
+
+    rp, _ = make_client(client_id="idp-account", redirect_uris=["https://other.example/cb"])
+    response = mfa.http.get("/account")
+    assert response.status_code == 503
+    assert "Account page unavailable" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.scalar(db.select(Client.redirect_uris).filter_by(
+        client_id="idp-account")) == ["https://other.example/cb"]
+
+
+def test_the_command_line_refuses_the_account_pages_client_id(app):
+    result = app.test_cli_runner().invoke(args=["clients", "create", "--client-id",
+                                                "idp-account", "--name", "Mine",
+                                                "--redirect-uri", "https://mine.example/cb"])
+    assert result.exit_code != 0
+    assert "reserved" in result.output

@@ -14,6 +14,7 @@ from idp import audit
 from idp.cli.common import check_length, echo_json
 from idp.extensions import db
 from idp.models import AUTH_METHODS, GRANT_TYPES, Client
+from idp.models.client import ACCOUNT_CLIENT_ID
 from idp.oauth import uris
 from idp.plugins import PluginRegistry
 from idp.security import digest, random_token
@@ -231,6 +232,9 @@ def build_clients_group(registry: PluginRegistry) -> click.Group:
                                      param_hint="--client-id")
         if db.session.scalar(db.select(Client.id).filter_by(client_id=client_id)):
             raise click.ClickException(f"A client with id {client_id!r} exists already.")
+        if client_id == ACCOUNT_CLIENT_ID:
+            raise click.ClickException(f"The client id {client_id!r} is reserved for the "
+                                       "account page.")
         client = Client(client_id=client_id, redirect_uris=[], post_logout_redirect_uris=[],
                         settings={})
         try:

@@ -14,6 +14,8 @@ from idp.timeutil import utcnow
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+#: The account page's own client (``idp.selfservice.account``): reserved.
+ACCOUNT_CLIENT_ID = "idp-account"
 
 
 class ClientChecks(ClientMixin):

@@ -60,6 +60,7 @@ from idp.models import (
     User,
     find_client,
 )
+from idp.models.client import ACCOUNT_CLIENT_ID
 from idp.oauth.issuer import issuer
 from idp.passwords import verify_password
 from idp.plugins import get_registry
@@ -79,7 +80,6 @@ from idp.timeutil import epoch, utcnow
 
 log = logging.getLogger(__name__)
 
-ACCOUNT_CLIENT_ID = "idp-account"
 EVENTS_DAYS = 90
 EVENTS_SHOWN = 50
 _STATE = "account_sign_in"  # the sign-in's state digest and where to return, in the cookie
@@ -114,11 +114,21 @@ def callback_url() -> str:
     return issuer() + url_for("selfservice.account_callback")
 
 
+FIRST_PARTY = "first_party"  # the mark in the settings of the client the page made
+
+
 def account_client():
     """The account page's client row, made (or its return address set to this issuer's)
-    on first use; several instances doing it at once keep one row."""
+    on first use; several instances doing it at once keep one row. A client registered
+    with that id by other means is never changed: the page is unavailable then."""
     wanted = [callback_url()]
     client = find_client(ACCOUNT_CLIENT_ID)
+    if client is not None and not (client.settings or {}).get(FIRST_PARTY):
+        log.error("The client id %r is registered for another application: the account page "
+                  "cannot sign anyone in until it is deleted.", ACCOUNT_CLIENT_ID)
+        raise InteractionError("The account page is unavailable. Contact "
+                               f"{current_app.config['IDP_SUPPORT_CONTACT']}.",
+                               title="Account page unavailable", status=503)
     if client is not None and list(client.redirect_uris or []) == wanted:
         return client
     if client is None:
@@ -127,7 +137,7 @@ def account_client():
             "display_name": f"Your {current_app.config['IDP_BRAND_NAME']} account",
             "auth_method": "none", "redirect_uris": wanted, "post_logout_redirect_uris": [],
             "grant_types": ["authorization_code"], "scope": "openid", "require_pkce": True,
-            "settings": {}, "created_at": utcnow()}, ["client_id"])
+            "settings": {FIRST_PARTY: True}, "created_at": utcnow()}, ["client_id"])
     else:
         db.session.execute(update(Client).where(Client.client_id == ACCOUNT_CLIENT_ID)
                            .values(redirect_uris=wanted))
