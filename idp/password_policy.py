@@ -3,11 +3,10 @@ guessed, not the user name; no composition rules, no expiry.
 
 Commonness is judged by zxcvbn (frequency lists of leaked passwords, words, names, keyboard
 patterns and dates), on the first ``CHECKED_LENGTH`` characters: a password longer than that
-is long enough on its own."""
+is long enough on its own. zxcvbn's lists take 14 MiB: they are loaded by the first check
+of a new password, not by every worker at start (most never set one)."""
 
 from __future__ import annotations
-
-from zxcvbn import zxcvbn
 
 MIN_LENGTH = 8
 ADVISED_LENGTH = 15
@@ -32,6 +31,8 @@ def problem(password: str, username: str = "", other_inputs: tuple[str, ...] = (
         return HAS_USER_NAME
     if len(password) >= CHECKED_LENGTH:
         return None
+    from zxcvbn import zxcvbn
+
     inputs = [value for value in (username, *other_inputs) if value]
     result = zxcvbn(password, user_inputs=inputs)
     # Score 0-1: guessed within a million tries. Score 2 with a warning: a common pattern

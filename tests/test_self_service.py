@@ -488,3 +488,19 @@ def test_reset_link_notice_goes_to_the_mfa_email_too(app, mfa, mail, cns, new_us
     reset_with(browser().http, link)
     assert any("was changed" in m.text for m in emails_to(mail, "alice.mfa@example.org"))
     assert any("was changed" in m.text for m in emails_to(mail, "alice@example.com"))
+
+
+def test_a_worker_loads_the_password_lists_only_when_a_new_password_is_checked(tmp_path):
+    # zxcvbn's lists cost 14 MiB per worker; most workers never check a new password.
+    import subprocess
+    import sys
+
+    code = ("import sys; from idp import create_app; create_app(); "
+            "print('zxcvbn' in sys.modules); "
+            "from idp.password_policy import problem; problem('amber meadow violin', 'al'); "
+            "print('zxcvbn' in sys.modules)")
+    env = {"IDP_DATABASE_URL": f"sqlite:///{tmp_path}/idp.db", "PATH": "/usr/bin:/bin",
+           "IDP_SECRET_KEY": "x" * 32}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)
+    assert result.stdout.split() == ["False", "True"], result.stderr[-2000:]
