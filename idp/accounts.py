@@ -15,7 +15,7 @@ from sqlalchemy import or_, select, update
 from idp import audit, passwords
 from idp.auth.sessions import end_session
 from idp.extensions import db
-from idp.models import AuthorizationCode, SsoSession, Token, User
+from idp.models import AccountLink, AuthorizationCode, SsoSession, Token, User
 from idp.passwords import hash_password
 from idp.signals import notice_addresses, password_changed
 from idp.timeutil import utcnow
@@ -94,6 +94,8 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str,
     within ``IDP_BACKCHANNEL_TOTAL_TIMEOUT``, in a request as in a command. A relying party
     that is slow or fails is logged and audited, never an error here.
 
+    An email change asked for on the account page and not confirmed yet is cancelled.
+
     ``keep_sid`` names a session that stays, with the tokens and codes issued in it (the
     account page's own session, where the user changed the password).
     """
@@ -122,6 +124,12 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str,
                                                   AuthorizationCode.sid != keep_sid)]))
         .values(expires_at=now)
     ).rowcount
+    # An email change asked for in a session that ends is cancelled with it.
+    db.session.execute(
+        update(AccountLink)
+        .where(AccountLink.user_id == user.id, AccountLink.purpose == "change_email",
+               AccountLink.used_at.is_(None), AccountLink.expires_at > now)
+        .values(expires_at=now).execution_options(synchronize_session=False))
     revocation = Revocation(len(sessions), tokens, codes)
     audit.record("sessions_and_tokens_revoked", user_id=user.id, reason=reason, source=source,
                  sessions_ended=revocation.sessions_ended,

@@ -112,6 +112,7 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     # The account page: how recent the password or a factor must be to change a security
     # setting (the email, the MFA methods)
     "IDP_ACCOUNT_FRESH_SECONDS": (300, int),
+    "IDP_EMAIL_CHANGE_LINK_MINUTES": (60, int),
 }
 
 # Seconds clients may cache /jwks.json (its Cache-Control max-age).
@@ -187,6 +188,7 @@ THROTTLE_MINIMUMS = {
     "IDP_RESET_LINK_MINUTES": 1,
     "IDP_VERIFY_LINK_MINUTES": 1,
     "IDP_ACCOUNT_FRESH_SECONDS": 30,
+    "IDP_EMAIL_CHANGE_LINK_MINUTES": 1,
 }
 
 

@@ -108,6 +108,7 @@ class PluginRegistry:
     prune_statements: list[Callable[[Any, Any], dict]] = field(default_factory=list)
     account_sections: list[AccountSection] = field(default_factory=list)
     account_guards: list[Callable[[Any, Any], bool]] = field(default_factory=list)
+    account_fresh_checks: list[Callable[[Any, int], bool]] = field(default_factory=list)
     account_intents: set[str] = field(default_factory=set)
     event_phrases: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +161,12 @@ class PluginRegistry:
         account has MFA or must have it). When a guard says no, the page starts a sign-in
         for itself, which the pipeline's steps complete."""
         self.account_guards.append(guard)
+
+    def add_account_fresh_check(self, check: Callable[[Any, int], bool]) -> None:
+        """``check(session, since)``: whether the session was checked recently enough (since
+        the epoch ``since``) for the account page to change a security setting. The sign-in
+        that makes it fresh carries ``ctx.step_state("core")["fresh"]`` for steps to read."""
+        self.account_fresh_checks.append(check)
 
     def add_account_intent(self, name: str) -> None:
         """A reason a plugin may start the account page's sign-in for (``/account/sign-in

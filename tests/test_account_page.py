@@ -529,3 +529,109 @@ def test_the_command_line_refuses_the_account_pages_client_id(app):
                                                 "--redirect-uri", "https://mine.example/cb"])
     assert result.exit_code != 0
     assert "reserved" in result.output
+
+
+# --- what a stolen session, a known password or a remembered browser cannot do ---------------
+
+
+def test_a_remembered_browser_and_the_password_do_not_pass_the_fresh_check(
+        old_user, cohort_rp, mfa):
+    enroll_by_sms(mfa, cohort_rp[0], username="olga", remember=True)
+    age_send_counters(3600)
+    page = account_page(mfa)
+    assert heading(page) == "Your Account", heading(page)
+    age_session_events(old_user.id, 3600)
+    response = post(mfa, page, "/mfa/account/methods", {"mfa-kind": "sms", "mfa-remove": "1"})
+    page = mfa.go(response)
+    assert heading(page) == "Sign In"
+    page = mfa.go(mfa.submit(page, {"username": "olga", "password": PASSWORD},
+                             button="submit"))
+    # The remembered browser does not stand in for the person here.
+    assert heading(page) == CHALLENGE, heading(page)
+    assert db.session.scalar(db.select(MfaFactor).filter_by(user_id=old_user.id, kind="sms"))
+
+
+def test_an_email_change_is_told_to_the_current_address_and_a_password_change_cancels_it(
+        alice, mfa):
+    page = signed_in_account(mfa)
+    post(mfa, page, "/account/email", {"email-email": "mallory@evil.example"})
+    notice = mfa.last_email(to="alice@example.com")
+    told = " ".join(notice.text.split())
+    assert "asked to change its email to m" in told and "@evil.example" in told
+    assert "mallory@evil.example" not in told
+    link = re.search(r"http://localhost(/account/confirm-email-change\?token=\S+)",
+                     mfa.last_email(to="mallory@evil.example").text).group(1)
+    page = account_page(mfa)
+    post(mfa, page, "/account/password", {
+        "password-current": PASSWORD, "password-password": NEW_PASSWORD,
+        "password-confirm": NEW_PASSWORD})
+    assert mfa.http.get(link).status_code == 400
+    db.session.expire_all()
+    assert db.session.get(User, alice.id).email == "alice@example.com"
+
+
+def test_the_account_pages_client_is_refused_at_the_authorization_endpoint(alice, mfa):
+    from urllib.parse import urlencode
+
+    signed_in_account(mfa)  # the page has made its client
+    response = mfa.http.get("/authorize?" + urlencode({
+        "response_type": "code", "client_id": "idp-account", "scope": "openid",
+        "redirect_uri": "http://localhost/account/callback", "response_mode": "form_post",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256"}))
+    assert response.status_code == 400
+    assert "go to your account page" in text(response)
+
+
+def test_set_up_a_new_method_is_not_shown_to_the_password_alone(new_user, cohort_rp, mfa,
+                                                                browser):
+    enroll_by_email(browser(), cohort_rp[0])
+    account = db.session.get(MfaAccount, new_user.id)
+    account.recovery_used_at = utcnow()
+    db.session.commit()
+    aal2 = '{"id_token": {"acr": {"essential": true, "values": ' \
+           '["http://idmanagement.gov/ns/assurance/aal/2"]}}}'
+    page = mfa.start(cohort_rp[0], claims=aal2)
+    assert page.status_code == 302  # back to the app, unmet: no page of the account
+    assert "unmet_authentication_requirements" in page.headers["Location"]
+
+
+def test_a_long_name_and_odd_ids_are_handled(alice, mfa):
+    page = signed_in_account(mfa)
+    response = post(mfa, page, "/account/profile", {"profile-given_name": "G" * 100,
+                                                    "profile-family_name": "F" * 100})
+    assert response.status_code == 302
+    assert len(db.session.get(User, alice.id).name) <= 200
+    token = re.search(r'name="profile-csrf_token" type="hidden" value="([^"]+)"',
+                      page.get_data(as_text=True)).group(1)
+    for data in ({"devices-device_id": "9" * 30, "devices-forget_one": "1"},
+                 {"devices-device_id": "1\x00", "devices-forget_one": "1"}):
+        answer = mfa.http.post("/mfa/account/devices", data={"devices-csrf_token": token, **data})
+        assert answer.status_code == 400
+    answer = mfa.http.post("/mfa/account/methods", data={
+        "mfa-csrf_token": token, "mfa-kind": "sms\x00", "mfa-remove": "1"})
+    assert answer.status_code == 400
+
+
+def test_two_removals_at_once_leave_a_mandatory_account_one_method(alice, mfa, app):
+    from tests.concurrency import run_in_threads
+    from tests.mfa_journeys import copy_browser
+
+    db.session.add(MfaFactor(user_id=alice.id, kind="email", destination="alice@example.com"))
+    db.session.commit()
+    page = signed_in_account(mfa)
+    tabs = [copy_browser(app, mfa) for _ in range(2)]
+    source = page.get_data(as_text=True)
+    match = re.search(r'<form method="post" action="/mfa/account/methods"[^>]*>(.*?)</form>',
+                      source, re.S)
+    token = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                            match.group(1)))["mfa-csrf_token"]
+
+    def remove(i):
+        return tabs[i].http.post("/mfa/account/methods", data={
+            "mfa-csrf_token": token, "mfa-kind": ["sms", "email"][i], "mfa-remove": "1"})
+
+    responses = run_in_threads(2, remove)
+    assert all(r.status_code == 302 for r in responses), [r.status_code for r in responses]
+    db.session.expire_all()
+    assert len(db.session.scalars(db.select(MfaFactor).filter_by(user_id=alice.id)).all()) == 1

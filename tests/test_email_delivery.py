@@ -200,6 +200,10 @@ TEMPLATES = {
                               "Your account email was changed",
                               "The email of your Example Login was changed from "
                               "b***@example.com to b***@new.example."),
+    "account_email_change_asked": ({"new": "m******@evil.example", "link_minutes": 60},
+                                   "A change of your account email was asked for",
+                                   "Someone signed in to your Example Login asked to change its "
+                                   "email to m******@evil.example."),
     "mfa_method_removed": ({"method": "SMS"}, "A sign-in method was removed from your account",
                            "SMS was removed from the multifactor authentication methods of "
                            "your Example Login."),

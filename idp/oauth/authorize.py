@@ -21,6 +21,7 @@ from idp.auth.sessions import browser_id
 from idp.errors import InteractionError
 from idp.extensions import db
 from idp.models import PendingAuthorization
+from idp.models.client import ACCOUNT_CLIENT_ID
 from idp.oauth import keys
 from idp.oauth.authorization_response import (
     MAX_PARAM_LENGTH,
@@ -85,6 +86,10 @@ def _check_client_and_redirect(params: dict, duplicated: set[str]):
             "The application that sent you here is not registered with this sign-in service.",
             title="Unknown application",
         )
+    if client.client_id == ACCOUNT_CLIENT_ID:
+        # The account page's own client signs in only from the account page.
+        raise InteractionError("To manage your account, go to your account page.",
+                               title="Invalid sign-in request")
     redirect_uri = params.get("redirect_uri")
     if not redirect_uri or not client.check_redirect_uri(redirect_uri):
         raise InteractionError(

@@ -19,6 +19,7 @@ from flask import current_app, g
 
 from idp.extensions import db
 from idp.models import AUTH_METHODS, AuthorizationCode, User
+from idp.models.client import ACCOUNT_CLIENT_ID
 from idp.oauth import keys
 from idp.oauth.claims import user_claims
 from idp.oauth.issuer import issuer
@@ -78,6 +79,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def query_authorization_code(self, code, client):
         if not isinstance(code, str) or len(code) > 200:
             return None
+        if client.get_client_id() == ACCOUNT_CLIENT_ID:
+            return None  # the account page's codes are never redeemed: it needs no token
         row = db.session.scalar(
             db.select(AuthorizationCode).filter_by(
                 code_digest=digest(code), client_id=client.get_client_id()

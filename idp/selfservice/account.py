@@ -156,11 +156,14 @@ def signed_in_enough(row: SsoSession | None) -> bool:
 
 
 def account_is_fresh(row: SsoSession) -> bool:
-    """The password or a factor was checked within ``IDP_ACCOUNT_FRESH_SECONDS``."""
+    """The password or a factor was checked within ``IDP_ACCOUNT_FRESH_SECONDS``, and every
+    plugin's check agrees (the MFA plugin: a second factor within that time, where the
+    account has one; a remembered device is no check of the person)."""
     since = epoch(utcnow()) - current_app.config["IDP_ACCOUNT_FRESH_SECONDS"]
-    # A remembered device (no factor) is no check of the person.
-    return any(event.get("at", 0) >= since and event.get("factor") is not None
-               for event in row.events or [])
+    if not any(event.get("at", 0) >= since and event.get("factor") is not None
+               for event in row.events or []):
+        return False
+    return all(check(row, since) for check in get_registry(current_app).account_fresh_checks)
 
 
 def _sign_in(intent: str | None = None, fresh: bool = False, then: str | None = None):
@@ -180,7 +183,8 @@ def _sign_in(intent: str | None = None, fresh: bool = False, then: str | None = 
     pending = PendingAuthorization(
         id=random_token(24), browser_digest=digest(browser_id()), client_id=client.client_id,
         params=params, state={"core": {"account_page": True,
-                                       **({"intent": intent} if intent else {})}},
+                                       **({"intent": intent} if intent else {}),
+                                       **({"fresh": True} if fresh else {})}},
         expires_at=now + timedelta(seconds=current_app.config["IDP_PENDING_LIFETIME"]))
     db.session.add(pending)
     return run(pending)
@@ -362,7 +366,8 @@ def account_profile():
     user = row.user
     user.given_name = form.given_name.data.strip() or None
     user.family_name = form.family_name.data.strip() or None
-    user.name = " ".join(p for p in (user.given_name, user.family_name) if p) or user.name
+    user.name = (" ".join(p for p in (user.given_name, user.family_name) if p)[:200]
+                 or user.name)
     audit.record("profile_changed", user_id=user.id)
     db.session.commit()
     flash("Your name was saved.", "info")
@@ -386,7 +391,7 @@ def account_email():
     if address.lower() == user.email.lower():
         form.email.errors.append("This is your account email already.")
         return _render(row, 400, email_form=form)
-    minutes = current_app.config["IDP_VERIFY_LINK_MINUTES"]
+    minutes = current_app.config["IDP_EMAIL_CHANGE_LINK_MINUTES"]
     token, url = links.new_url(links.CHANGE_EMAIL)
     links.revoke(user.id, links.CHANGE_EMAIL)
     links.store(user.id, address, links.CHANGE_EMAIL, token, minutes)
@@ -401,6 +406,15 @@ def account_email():
         db.session.commit()
         form.email.errors.append(f"We could not send the email: {exc.reason}")
         return _render(row, 400, email_form=form)
+    # The current address hears of it now: a change it did not ask for is cancelled by
+    # changing the password (which ends the link) before the link is used.
+    for notified in notice_addresses_of(user):
+        try:
+            send_email(notified, "account_email_change_asked",
+                       {"new": mask_email(address), "link_minutes": minutes},
+                       kind="notice", user_id=user.id)
+        except DeliveryError as exc:
+            log.warning("email change notice not sent: %s", exc.reason)
     flash(f"We sent a link to {mask_email(address)}. Open it to make it your account email.",
           "info")
     return account_return("profile")
@@ -424,6 +438,7 @@ def confirm_email_change():
         return render_template("selfservice/link_expired.html", client=None,
                                what="change your account email"), 400, NO_STORE
     old, user.email, user.email_verified = user.email, found.address, True
+    links.revoke(user.id, links.CHANGE_EMAIL)
     audit.record("account_email_changed", user_id=user.id, source="account_page",
                  to=mask_email(found.address))
     db.session.commit()

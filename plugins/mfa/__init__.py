@@ -170,6 +170,7 @@ class MfaPlugin:
         for section in account.SECTIONS:
             registry.add_account_section(section)
         registry.add_account_guard(account.guard)
+        registry.add_account_fresh_check(account.fresh_check)
         registry.add_account_intent(account.INTENT_MODIFY)
         registry.add_account_intent(account.INTENT_ENROLL)
         registry.add_event_phrases(account.EVENT_PHRASES)

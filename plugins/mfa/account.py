@@ -60,6 +60,14 @@ def guard(session, client) -> bool:
     return not policy.enrollment_mandatory(user)
 
 
+def fresh_check(session, since: int) -> bool:
+    """A security change on the account page: where the account has MFA, a second factor
+    checked since ``since`` (the password or a remembered device is not enough)."""
+    if not policy.is_enrolled(session.user_id):
+        return True
+    return policy.second_factor_checked(session, since)
+
+
 def mandatory(user) -> bool:
     return policy.enrollment_mandatory(user)
 
@@ -127,14 +135,24 @@ def account_methods():
         return account_return(METHODS)
     if not account_is_fresh(session):
         return account_sign_in(fresh=True, then=METHODS)
+    # Two removals at once (tabs, instances) must not both see the other method: the
+    # account's MFA row is locked (written) before the methods are counted.
+    account = lockout.account_for(user.id)
+    db.session.commit()
+    db.session.execute(db.update(MfaAccount).where(MfaAccount.user_id == user.id)
+                       .values(failures=MfaAccount.failures))
     count = db.session.scalar(db.select(db.func.count()).select_from(MfaFactor)
                               .where(MfaFactor.user_id == user.id))
     if count <= 1 and mandatory(user):
+        db.session.rollback()
         flash("Your account must keep at least one MFA method. Add another one before you "
               "remove this one.", "error")
         return account_return(METHODS)
-    db.session.delete(row)
-    account = lockout.account_for(user.id)
+    deleted = db.session.execute(db.delete(MfaFactor).where(MfaFactor.id == row.id)).rowcount
+    if not deleted:
+        db.session.rollback()
+        return account_return(METHODS)  # removed by another request meanwhile
+    db.session.refresh(account)
     if account.default_kind == kind:
         account.default_kind = None
     if count <= 1:
@@ -158,10 +176,9 @@ def account_devices():
         abort(400)
     device_id = None
     if not form.forget_all.data:
-        try:
-            device_id = int(form.device_id.data or "")
-        except ValueError:
+        if not form.device_id.data:
             abort(400)
+        device_id = int(form.device_id.data)  # at most nine digits (the form's rule)
     count = devices.forget(session.user_id, device_id, reason="user_request")
     db.session.commit()
     flash(f"{count} device{'s' if count != 1 else ''} forgotten.", "info")

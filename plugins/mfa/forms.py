@@ -9,7 +9,14 @@ from wtforms import (
     StringField,
     SubmitField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -119,12 +126,12 @@ class ForgetDevicesForm(FlaskForm):
 class AccountFactorForm(FlaskForm):
     """The MFA Methods section's buttons: remove a method, or make it the default."""
 
-    kind = HiddenField(validators=[DataRequired(), Length(max=20)])
+    kind = HiddenField(validators=[DataRequired(), Length(max=20), Regexp(r"[a-z0-9_]+\Z")])
     remove = SubmitField("Remove")
     make_default = SubmitField("Make Default")
 
 
 class AccountDevicesForm(FlaskForm):
-    device_id = HiddenField(validators=[Optional(), Length(max=20)])
+    device_id = HiddenField(validators=[Optional(), Regexp(r"[0-9]{1,9}\Z")])
     forget_one = SubmitField("Forget This Device")
     forget_all = SubmitField("Forget All Devices")

@@ -171,6 +171,10 @@ def requirement(ctx) -> Requirement | None:
         # Modify MFA Options (from the account page, say) wants the challenge passed in
         # this sign-in, whatever the session proved before.
         return Requirement("modify_requested", device_ok=False)
+    if ctx.step_state("core").get("fresh") and not current.challenge_passed:
+        # The account page's fresh check before a security change: the person, not a
+        # remembered browser.
+        return Requirement("fresh_check", device_ok=False)
     wanted = set(ctx.acr_request.all)
     since = freshness(ctx)
     device_ok = client_allows_remembered_devices(client) and ACR_AAL2 not in wanted

@@ -105,6 +105,8 @@ def replacement_due(ctx) -> bool:
         return False
     if not (ctx.logged_in_this_interaction or current.challenge_passed):
         return False  # asked at a sign-in, not at every single sign-on
+    if not (current.challenge_passed or policy.mfa_met(ctx.session, ctx.client)):
+        return False  # the password alone learns nothing of the account's MFA
     return policy.recovery_used(ctx.user.id)
 
 
