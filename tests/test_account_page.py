@@ -141,7 +141,7 @@ def test_an_older_account_without_mfa_reaches_the_page_with_its_password_and_can
         old_user, mfa):
     page = signed_in_account(mfa, "olga")
     assert "Set Up MFA" in text(page)
-    page = mfa.click(page, "Set Up MFA")
+    page = mfa.go(post(mfa, page, "/account/sign-in", {"intent": "mfa_enroll"}))
     assert heading(page) == "Verify Your Email", heading(page)
 
 
@@ -278,7 +278,7 @@ def test_modify_mfa_options_from_the_account_page_passes_the_challenge_again_eve
     page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
                              button="submit")) if heading(page) == "Sign In" else page
     assert heading(page) == "Your Account", heading(page)
-    page = mfa.click(page, "Modify MFA Options")
+    page = mfa.go(post(mfa, page, "/account/sign-in", {"intent": "mfa_modify"}))
     assert heading(page) == CHALLENGE, heading(page)
     page = pass_challenge(mfa, page, remember=False)
     assert heading(page) == "Modify MFA Options", heading(page)
@@ -635,3 +635,15 @@ def test_two_removals_at_once_leave_a_mandatory_account_one_method(alice, mfa, a
     assert all(r.status_code == 302 for r in responses), [r.status_code for r in responses]
     db.session.expire_all()
     assert len(db.session.scalars(db.select(MfaFactor).filter_by(user_id=alice.id)).all()) == 1
+
+
+def test_another_site_cannot_start_modify_mfa_options_and_its_passcode(alice, mfa):
+    signed_in_account(mfa)
+    age_send_counters(3600)
+    texts = len(mfa.sms_messages())
+    # A link on another site: a GET names no intent.
+    page = mfa.go(mfa.http.get("/account/sign-in?intent=mfa_modify"))
+    assert heading(page) == "Your Account"
+    # A form on another site has no CSRF token.
+    assert mfa.http.post("/account/sign-in", data={"intent": "mfa_modify"}).status_code == 400
+    assert len(mfa.sms_messages()) == texts

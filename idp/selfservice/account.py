@@ -222,10 +222,12 @@ def account_return(anchor: str):
 # --- the sign-in's return -------------------------------------------------------------------
 
 
-@bp.route("/account/sign-in", endpoint="account_sign_in")
+@bp.route("/account/sign-in", methods=["GET", "POST"], endpoint="account_sign_in")
 def sign_in_page():
-    """Sign in for the account page, optionally for a plugin's ``intent`` (``?intent=``)."""
-    intent = request.args.get("intent") or None
+    """Sign in for the account page; a form posted from the page (with its CSRF token, so
+    that no other site can start one: it may send a passcode) may name a plugin's
+    ``intent``."""
+    intent = request.form.get("intent") if request.method == "POST" else None
     if intent is not None and intent not in get_registry(current_app).account_intents:
         intent = None
     then = request.args.get("then")

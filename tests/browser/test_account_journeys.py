@@ -223,7 +223,7 @@ def test_modify_mfa_options_from_the_account_page_adds_an_email_method_after_the
     account = enrolled_account(alice, idp, cns, phone)
     alice.open(idp.url + "/account")
     assert alice.heading == "Your Account"
-    alice.follow("Modify MFA Options")
+    alice.press("Modify MFA Options")
     # The remembered browser passes the challenge again for this.
     assert alice.heading == CHALLENGE
     alice.submit_passcode(idp.sms_passcode(phone))
