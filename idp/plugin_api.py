@@ -25,7 +25,8 @@ The groups, by what a plugin does with them:
   :class:`InteractionError` (a page that explains a problem), :func:`issuer`,
   :func:`end_all_sessions_and_revoke`.
 - **The account page** (``/account``): :class:`AccountSection` (``registry.add_account_section``;
-  also ``add_account_guard``, ``add_account_intent``, ``add_event_phrases``);
+  also ``add_account_guard``, ``add_account_fresh_check``, ``add_account_intent``,
+  ``add_event_phrases``);
   :func:`account_session` (the session of a POST to a section's route, or the page's own
   sign-in), :func:`account_is_fresh`, :func:`account_sign_in` (a redirect that signs in
   again, for an intent or for a fresh check, and comes back to a section) and
