@@ -216,22 +216,49 @@ def test_the_account_page_changes_name_email_and_password_and_signs_out_other_br
     assert tablet.heading == CHALLENGE
 
 
-def test_modify_mfa_options_from_the_account_page_adds_an_email_method_after_the_challenge(
+def test_mfa_methods_on_the_account_page_add_an_email_make_it_default_and_remove_the_phone(
         idp, person, cns):
     phone = idp.new_phone()
     alice = person("alice")
     account = enrolled_account(alice, idp, cns, phone)
+    new_email = account.username.lower() + "@mfa.example"
     alice.open(idp.url + "/account")
     assert alice.heading == "Your Account"
+    methods = alice.page.locator("section", has=alice.page.locator("#mfa-methods"))
+    assert "Recovery codes left: 10" in " ".join(methods.inner_text().split())
+    # The last method of an account that must have MFA has no Remove.
+    assert methods.get_by_role("button", name="Remove", exact=True).count() == 0
+
+    # Modify MFA Options: the remembered browser passes the challenge again for it.
     alice.press("Modify MFA Options")
-    # The remembered browser passes the challenge again for this.
     assert alice.heading == CHALLENGE
     alice.submit_passcode(idp.sms_passcode(phone))
     assert alice.heading == "Modify MFA Options"
-    alice.press("Cancel")
+    alice.choose("Email")
+    alice.press("Continue")
+    assert alice.heading == "Verify Your Email"
+    alice.fill("Email", new_email)
+    alice.press("Send Email Link")
+    alice.open(idp.email_link(new_email))
+    assert alice.heading == "Thank you for verifying your email"
+    alice.press("Continue")
     assert alice.heading == "Your Account"
-    assert "Modify MFA Options" in alice.text()
-    assert account.email  # the account is unchanged
+
+    methods = alice.page.locator("section", has=alice.page.locator("#mfa-methods"))
+    assert "Email" in methods.inner_text()
+    alice.press("Make Default")
+    assert "Email is now your default method." in alice.text()
+    with alice.navigation():
+        methods.locator("li", has_text="SMS").get_by_role("button", name="Remove").click()
+    assert "SMS was removed from your MFA methods." in alice.text()
+    assert any("was removed" in m.text for m in idp.emails_to(account.email))
+
+    # A new browser's challenge goes to the email now.
+    tablet = person("tablet")
+    request = challenged_sign_in(tablet, cns, account)
+    tablet.submit_passcode(idp.email_passcode(new_email))
+    claims = tablet.back_at(cns, request)
+    assert "email" in claims["amr"] and "sms" not in claims["amr"]
 
 
 def test_a_recovery_code_sign_in_asks_for_a_new_method_and_a_new_phone_replaces_the_lost_one(
