@@ -145,10 +145,16 @@ def test_an_older_account_without_mfa_reaches_the_page_with_its_password_and_can
     assert heading(page) == "Verify Your Email", heading(page)
 
 
-def test_signed_in_pages_link_to_the_account_page(alice, mfa):
+def test_signed_in_pages_link_to_the_account_page(alice, mfa, cohort_rp):
+    assert 'href="/account"' not in mfa.http.get("/mfa/faq").get_data(as_text=True)
     signed_in_account(mfa)
-    page = mfa.http.get("/mfa/faq")
-    assert 'href="/account"' in page.get_data(as_text=True)
+    assert 'href="/account"' in mfa.http.get("/mfa/faq").get_data(as_text=True)
+    # An application's sign-in page too, after the page's own form.
+    page = mfa.go(mfa.authorize(cohort_rp[0], prompt="consent",
+                                scope="openid offline_access"))
+    assert heading(page) == "Allow access", heading(page)
+    source = page.get_data(as_text=True)
+    assert source.index('href="/account"') > source.index("</main>")
 
 
 # --- Profile and Password -----------------------------------------------------------------
