@@ -653,3 +653,14 @@ def test_another_site_cannot_start_modify_mfa_options_and_its_passcode(alice, mf
     # A form on another site has no CSRF token.
     assert mfa.http.post("/account/sign-in", data={"intent": "mfa_modify"}).status_code == 400
     assert len(mfa.sms_messages()) == texts
+
+
+def test_email_changes_are_limited_per_account(alice, mfa):
+    page = signed_in_account(mfa)
+    for number in range(5):
+        response = post(mfa, page, "/account/email", {"email-email": f"a{number}@new.example"})
+        assert response.status_code == 302
+    response = post(mfa, page, "/account/email", {"email-email": "a9@new.example"})
+    assert response.status_code == 429
+    assert "Too many requests" in text(response)
+    assert not [m for m in mfa.mail.messages if "a9@new.example" in m.rcpt_tos]

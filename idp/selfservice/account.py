@@ -74,7 +74,7 @@ from idp.selfservice.forms import (
     ProfileForm,
     RevokeApplicationForm,
 )
-from idp.selfservice.pages import NO_STORE, UNAVAILABLE, bp, valid_email
+from idp.selfservice.pages import NO_STORE, UNAVAILABLE, bp, throttled, valid_email
 from idp.signin.interaction import run
 from idp.timeutil import epoch, utcnow
 
@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_DAYS = 90
 EVENTS_SHOWN = 50
+#: Email changes an account may ask for per hour (each sends a link and a notice).
+EMAIL_CHANGES_PER_HOUR = 5
 _STATE = "account_sign_in"  # the sign-in's state digest and where to return, in the cookie
 
 #: Recent Security Events: the core's events in plain words (plugins add theirs).
@@ -393,6 +395,11 @@ def account_email():
     if address.lower() == user.email.lower():
         form.email.errors.append("This is your account email already.")
         return _render(row, 400, email_form=form)
+    refused = throttled("account_email", [ratelimit.Limit(
+        "account", f"email-change:user:{user.id}", EMAIL_CHANGES_PER_HOUR, 3600)])
+    if refused:
+        form.email.errors.append(refused)
+        return _render(row, 429, email_form=form)
     minutes = current_app.config["IDP_EMAIL_CHANGE_LINK_MINUTES"]
     token, url = links.new_url(links.CHANGE_EMAIL)
     links.revoke(user.id, links.CHANGE_EMAIL)

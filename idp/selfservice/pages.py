@@ -90,7 +90,7 @@ def _page(template: str, status: int = 200, **context):
     return render_template(template, **context), status, NO_STORE
 
 
-def _throttled(page: str, limits: list[ratelimit.Limit]) -> str | None:
+def throttled(page: str, limits: list[ratelimit.Limit]) -> str | None:
     """Count this request against ``limits``; the message to show when one is reached."""
     try:
         refused = ratelimit.hit(limits)
@@ -208,7 +208,7 @@ def create_account():
     error = None
     if form.validate_on_submit():
         # Counted first: every answer (a user name taken or not) is limited.
-        error = _throttled("create_account", signup_limits())
+        error = throttled("create_account", signup_limits())
         if error is None:
             problems = _account_problems(form)
         if not problems and error is None:
@@ -347,7 +347,7 @@ def forgot_username():
         if not valid_email(email):
             form.email.errors = ["Enter an email address like name@example.com."]
         else:
-            error = _throttled("forgot_username", recovery_limits(email))
+            error = throttled("forgot_username", recovery_limits(email))
         if error is None and not form.email.errors:
             rows = db.session.execute(
                 select(User.email, User.username)
@@ -408,7 +408,7 @@ def forgot_password():
     error = None
     if form.validate_on_submit():
         identifier = form.username.data.strip()
-        error = _throttled("forgot_password", recovery_limits(identifier))
+        error = throttled("forgot_password", recovery_limits(identifier))
         if error is None:
             minutes = current_app.config["IDP_RESET_LINK_MINUTES"]
             sends = []
