@@ -15,7 +15,7 @@ from sqlalchemy import or_, select, update
 from idp import audit, passwords
 from idp.auth.sessions import end_session
 from idp.extensions import db
-from idp.models import AccountLink, AuthorizationCode, SsoSession, Token, User
+from idp.models import AuthorizationCode, SsoSession, Token, User
 from idp.passwords import hash_password
 from idp.signals import notice_addresses, password_changed
 from idp.timeutil import utcnow
@@ -100,8 +100,8 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str,
     account page's own session, where the user changed the password).
     """
     from idp.oauth.logout import send_pending_logouts
+    from idp.selfservice import links
 
-    now = utcnow()
     other = [] if keep_sid is None else [SsoSession.sid != keep_sid]
     sessions = db.session.scalars(
         select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.ended_at.is_(None),
@@ -109,27 +109,9 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str,
     ).all()
     for row in sessions:
         end_session(row, reason=reason)
-    tokens = db.session.execute(
-        update(Token)
-        .where(Token.user_id == user.id, Token.revoked_at.is_(None),
-               or_(Token.expires_at > now, Token.refresh_expires_at > now),
-               *([] if keep_sid is None else [or_(Token.sid.is_(None), Token.sid != keep_sid)]))
-        .values(revoked_at=now)
-    ).rowcount
-    codes = db.session.execute(
-        update(AuthorizationCode)
-        .where(AuthorizationCode.user_id == user.id, AuthorizationCode.used_at.is_(None),
-               AuthorizationCode.expires_at > now,
-               *([] if keep_sid is None else [or_(AuthorizationCode.sid.is_(None),
-                                                  AuthorizationCode.sid != keep_sid)]))
-        .values(expires_at=now)
-    ).rowcount
+    tokens, codes = revoke_tokens_and_codes(user.id, keep_sid=keep_sid)
     # An email change asked for in a session that ends is cancelled with it.
-    db.session.execute(
-        update(AccountLink)
-        .where(AccountLink.user_id == user.id, AccountLink.purpose == "change_email",
-               AccountLink.used_at.is_(None), AccountLink.expires_at > now)
-        .values(expires_at=now).execution_options(synchronize_session=False))
+    links.revoke(user.id, links.CHANGE_EMAIL)
     revocation = Revocation(len(sessions), tokens, codes)
     audit.record("sessions_and_tokens_revoked", user_id=user.id, reason=reason, source=source,
                  sessions_ended=revocation.sessions_ended,
@@ -137,6 +119,29 @@ def end_all_sessions_and_revoke(user: User, reason: str, source: str,
     db.session.commit()
     send_pending_logouts()
     return revocation
+
+
+def revoke_tokens_and_codes(user_id: int, client_id: str | None = None,
+                            keep_sid: str | None = None) -> tuple[int, int]:
+    """Revoke the user's live access and refresh tokens and void their unredeemed codes (of
+    one client, or all; but those issued in the session ``keep_sid``), in the caller's
+    transaction. Returns how many tokens and codes."""
+    now = utcnow()
+    token_rules = [Token.user_id == user_id, Token.revoked_at.is_(None),
+                   or_(Token.expires_at > now, Token.refresh_expires_at > now)]
+    code_rules = [AuthorizationCode.user_id == user_id, AuthorizationCode.used_at.is_(None),
+                  AuthorizationCode.expires_at > now]
+    if client_id is not None:
+        token_rules.append(Token.client_id == client_id)
+        code_rules.append(AuthorizationCode.client_id == client_id)
+    if keep_sid is not None:
+        token_rules.append(or_(Token.sid.is_(None), Token.sid != keep_sid))
+        code_rules.append(or_(AuthorizationCode.sid.is_(None),
+                              AuthorizationCode.sid != keep_sid))
+    tokens = db.session.execute(update(Token).where(*token_rules).values(revoked_at=now))
+    codes = db.session.execute(update(AuthorizationCode).where(*code_rules)
+                               .values(expires_at=now))
+    return tokens.rowcount, codes.rowcount
 
 
 def change_password(user: User, new_password: str, source: str,

@@ -24,6 +24,7 @@ from tests.mfa_journeys import (
     enroll_by_email,
     enroll_by_sms,
     pass_challenge,
+    sign_out,
 )
 from tests.mfa_support import *  # noqa: F403
 from tests.mfa_support import heading
@@ -74,6 +75,14 @@ def passcode_answer(mfa, page, code):
     fields = {k: v for k, v in form["fields"].items() if "csrf_token" in k}
     return mfa.http.post(form["action"] or page.request.path,
                          data={**fields, "passcode": code, "submit": "Submit"})
+
+
+def password_only(mfa, username="alice"):
+    """From /account, the password typed; where that leads."""
+    page = account_page(mfa)
+    assert heading(page) == "Sign In", heading(page)
+    return mfa.go(mfa.submit(page, {"username": username, "password": PASSWORD},
+                             button="submit"))
 
 
 def account_page(mfa):
@@ -270,32 +279,39 @@ def test_the_challenge_starts_with_the_default_method(alice, browser, cohort_rp)
     account.default_kind = "email"
     db.session.commit()
     fresh = browser()
+    texts, emails = len(fresh.sms_messages()), len(fresh.mail.messages)
     page = fresh.start(cohort_rp[0])
     assert heading(page) == CHALLENGE
-    assert "a***@example.com" in text(page) or "email" in text(page).lower()
-    assert fresh.email_passcode(to="alice@example.com")
+    # Without a default the phone (the first method) would get the passcode.
+    assert len(fresh.sms_messages()) == texts
+    assert len(fresh.mail.messages) == emails + 1
+    page = fresh.submit_passcode(page, fresh.email_passcode(to="alice@example.com"))
+    assert "code" in fresh.finish(page)
 
 
 def test_modify_mfa_options_from_the_account_page_passes_the_challenge_again_even_on_a_remembered_device(  # noqa: E501
         new_user, cohort_rp, mfa):
     enroll_by_sms(mfa, cohort_rp[0], remember=True)
     age_send_counters(3600)
-    page = account_page(mfa)  # the remembered device stands in for the second factor
-    page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
-                             button="submit")) if heading(page) == "Sign In" else page
+    sign_out(mfa)
+    page = password_only(mfa)  # the remembered device stands in for the second factor
     assert heading(page) == "Your Account", heading(page)
-    page = mfa.go(post(mfa, page, "/account/sign-in", {"intent": "mfa_modify"}))
+    page = mfa.go(post(mfa, page, "/account/sign-in", {"intent": "mfa_modify",
+                                                       "then": "mfa-methods"}))
     assert heading(page) == CHALLENGE, heading(page)
     page = pass_challenge(mfa, page, remember=False)
     assert heading(page) == "Modify MFA Options", heading(page)
+    # Cancel goes back to the section it came from.
+    form = forms(page.get_data(as_text=True))[0]
+    answer = mfa.http.post(page.request.path, data={
+        "csrf_token": form["fields"]["csrf_token"], "cancel": "Cancel"})
+    back = mfa.http.get(answer.headers["Location"].replace("http://localhost", ""))
+    assert back.headers["Location"] == "/account#mfa-methods"
 
 
 def test_forgetting_every_remembered_device_from_the_account_page(new_user, cohort_rp, mfa):
     enroll_by_sms(mfa, cohort_rp[0], remember=True)
     page = account_page(mfa)
-    if heading(page) == "Sign In":
-        page = mfa.go(mfa.submit(page, {"username": "alice", "password": PASSWORD},
-                                 button="submit"))
     assert heading(page) == "Your Account"
     response = post(mfa, page, "/mfa/account/devices", {"devices-forget_all": "1"})
     assert "1 device forgotten." in text(mfa.go(response))
@@ -478,23 +494,31 @@ def test_a_stale_session_signs_in_again_before_a_method_is_removed_and_comes_bac
     assert heading(mfa.go(back)) == "Your Account"
 
 
-@pytest.mark.parametrize(("action", "data"), [
-    ("/account/sessions", {"sessions-sid": "\x00" * 70}),
-    ("/account/applications", {"apps-client_id": "no-such-app"}),
-    ("/account/applications", {"apps-client_id": "idp-account"}),
-    ("/mfa/account/devices", {"devices-device_id": "abc", "devices-forget_one": "1"}),
-    ("/mfa/account/methods", {"mfa-kind": "x" * 500, "mfa-remove": "1"}),
-    ("/account/profile", {"profile-given_name": "A" * 5000}),
-    ("/account/email", {"email-email": "not an address"}),
-    ("/account/password", {"password-current": "", "password-password": "x"}),
+@pytest.mark.parametrize(("action", "data", "status", "message"), [
+    ("/account/sessions", {"sessions-sid": "\x00" * 70}, 400, None),
+    ("/account/applications", {"apps-client_id": "no-such-app"}, 400, None),
+    ("/account/applications", {"apps-client_id": "idp-account"}, 400, None),
+    ("/mfa/account/devices", {"devices-device_id": "abc", "devices-forget_one": "1"}, 400,
+     None),
+    ("/mfa/account/methods", {"mfa-kind": "x" * 500, "mfa-remove": "1"}, 400, None),
+    ("/mfa/account/methods", {"mfa-kind": "totp", "mfa-remove": "1"}, 302, None),
+    ("/account/profile", {"profile-given_name": "A" * 5000}, 400,
+     "Field cannot be longer than 100 characters."),
+    ("/account/email", {"email-email": "not an address"}, 400,
+     "Enter an email address like name@example.com."),
+    ("/account/password", {"password-current": "", "password-password": "x"}, 400,
+     "Enter your current password."),
 ])
-def test_malformed_account_posts_get_a_clear_answer_never_a_500(alice, mfa, action, data):
+def test_malformed_account_posts_get_a_clear_answer_never_a_500(alice, mfa, action, data,
+                                                                  status, message):
     page = signed_in_account(mfa)
     token = re.search(r'name="profile-csrf_token" type="hidden" value="([^"]+)"',
                       page.get_data(as_text=True)).group(1)
     prefix = data and next(iter(data)).split("-")[0]
     response = mfa.http.post(action, data={f"{prefix}-csrf_token": token, **data})
-    assert response.status_code in (302, 400), response.status_code
+    assert response.status_code == status
+    if message:
+        assert message in text(response)  # next to its field, on the page as it was
 
 
 def test_account_posts_without_the_forms_token_change_nothing(alice, mfa):

@@ -16,15 +16,13 @@ the current one instead.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
-import math
 import time
 from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import scope_to_list
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import (
     abort,
     current_app,
@@ -38,13 +36,13 @@ from flask import (
     url_for,
 )
 from markupsafe import Markup
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp import audit, password_policy, ratelimit
-from idp.accounts import change_password, notice_addresses_of
+from idp.accounts import change_password, notice_addresses_of, revoke_tokens_and_codes
 from idp.auth.routes import login_limits
-from idp.auth.sessions import browser_id, current_session, end_session
+from idp.auth.sessions import COOKIE_SSO, browser_id, current_session, end_session
 from idp.delivery import DeliveryError, mask_email, send_email
 from idp.errors import InteractionError
 from idp.extensions import db, insert_unless_present
@@ -92,6 +90,7 @@ EVENT_PHRASES = {
     "signed_in_at_account_creation": "Account created and signed in",
     "login_failed": "Wrong password entered",
     "login_throttled": "Sign-in paused after too many tries",
+    "self_service_throttled": "Paused after too many tries",
     "password_changed": "Password changed",
     "password_reset": "Password reset by an emailed link",
     "password_reset_asked": "Password reset link asked for",
@@ -172,12 +171,11 @@ def _sign_in(intent: str | None = None, fresh: bool = False, then: str | None = 
     """Start the account page's own sign-in (see the module's text)."""
     client = account_client()
     state = random_token(24)
-    verifier = random_token(32)  # not kept: the code can never be redeemed
-    challenge = base64.urlsafe_b64encode(
-        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    # The client requires PKCE; the verifier is not kept: the code is never redeemed.
     params = {"response_type": "code", "client_id": client.client_id,
               "redirect_uri": callback_url(), "scope": "openid", "state": state,
-              "code_challenge": challenge, "code_challenge_method": "S256"}
+              "code_challenge": create_s256_code_challenge(random_token(32)),
+              "code_challenge_method": "S256"}
     if fresh:
         params["prompt"] = "login"
     session[_STATE] = {"state": digest(state), "then": then if then else None}
@@ -229,12 +227,12 @@ def sign_in_page():
     """Sign in for the account page; a form posted from the page (with its CSRF token, so
     that no other site can start one: it may send a passcode) may name a plugin's
     ``intent``."""
-    intent = request.form.get("intent") if request.method == "POST" else None
-    if intent is not None and intent not in get_registry(current_app).account_intents:
+    intent = then = None
+    if request.method == "POST":
+        intent, then = request.form.get("intent"), request.form.get("then")
+    if intent not in get_registry(current_app).account_intents:
         intent = None
-    then = request.args.get("then")
-    return _sign_in(intent=intent, fresh=request.args.get("fresh") == "1",
-                    then=then if then in _anchors() else None)
+    return _sign_in(intent=intent, then=then if then in _anchors() else None)
 
 
 @bp.route("/account/callback")
@@ -306,7 +304,7 @@ def connected_applications(user_id: int) -> list[dict]:
                                              "tokens": False})
         entry["scopes"] |= set(scope_to_list(scope or ""))
         entry["tokens"] = True
-        entry["since"] = min(entry["since"], issued_at) if entry["since"] else issued_at
+        entry["since"] = min(entry["since"], issued_at)
     found.pop(ACCOUNT_CLIENT_ID, None)
     labels = _client_labels(set(found))
     apps = [{"client_id": client_id, "label": labels[client_id],
@@ -344,7 +342,7 @@ def _render(row: SsoSession, status: int = 200, **forms):
         applications=connected_applications(user.id), events=security_events(user.id),
         end_form=EndSessionsForm(prefix="sessions"),
         revoke_form=RevokeApplicationForm(prefix="apps"),
-        masked_email=mask_email(user.email), fresh=account_is_fresh(row),
+        masked_email=mask_email(user.email),
         min_length=password_policy.MIN_LENGTH,
         advised_length=password_policy.ADVISED_LENGTH, **forms)
     return html, status, NO_STORE
@@ -396,7 +394,8 @@ def account_email():
         form.email.errors.append("This is your account email already.")
         return _render(row, 400, email_form=form)
     refused = throttled("account_email", [ratelimit.Limit(
-        "account", f"email-change:user:{user.id}", EMAIL_CHANGES_PER_HOUR, 3600)])
+        "account", f"email-change:user:{user.id}", EMAIL_CHANGES_PER_HOUR, 3600)],
+        user_id=user.id)
     if refused:
         form.email.errors.append(refused)
         return _render(row, 429, email_form=form)
@@ -476,22 +475,10 @@ def account_password():
         return _render(row, 400, password_form=form)
     # Guesses of the current password count against the sign-in's limits.
     limits, attempt_at = login_limits(user.username), time.time()
-    try:
-        refused = ratelimit.hit(limits, attempt_at)
-    except ratelimit.RateLimitUnavailable:
-        db.session.rollback()
-        form.current.errors.append(UNAVAILABLE)
-        return _render(row, 503, password_form=form)
-    if refused is not None:
-        db.session.rollback()
-        audit.record("login_throttled", user_id=user.id, limit=refused[0].name,
-                     retry_after=refused[1], reason="account_password_change")
-        db.session.commit()
-        minutes = max(1, math.ceil(refused[1] / 60))
-        form.current.errors.append(f"Too many tries. For your security, wait {minutes} "
-                                   f"minute{'s' if minutes != 1 else ''} and try again.")
-        return _render(row, 429, password_form=form)
-    db.session.commit()
+    refused = throttled("account_password", limits, attempt_at, user.id)
+    if refused:
+        form.current.errors.append(refused)
+        return _render(row, 503 if refused == UNAVAILABLE else 429, password_form=form)
     if not verify_password(user.password_hash, form.current.data):
         audit.record("login_failed", user_id=user.id, reason="account_password_change")
         db.session.commit()
@@ -549,19 +536,12 @@ def account_applications():
     form = RevokeApplicationForm(prefix="apps")
     if not form.validate_on_submit():
         abort(400)
-    client_id, user_id, now = form.client_id.data, row.user_id, utcnow()
+    client_id, user_id = form.client_id.data, row.user_id
     if client_id == ACCOUNT_CLIENT_ID or find_client(client_id) is None:
         abort(400)
     consents = db.session.execute(Consent.__table__.delete().where(
         Consent.user_id == user_id, Consent.client_id == client_id)).rowcount
-    tokens = db.session.execute(update(Token).where(
-        Token.user_id == user_id, Token.client_id == client_id, Token.revoked_at.is_(None),
-        or_(Token.expires_at > now, Token.refresh_expires_at > now)).values(revoked_at=now)
-    ).rowcount
-    db.session.execute(update(AuthorizationCode).where(
-        AuthorizationCode.user_id == user_id, AuthorizationCode.client_id == client_id,
-        AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > now)
-        .values(expires_at=now))
+    tokens, _codes = revoke_tokens_and_codes(user_id, client_id=client_id)
     audit.record("application_access_revoked", user_id=user_id, client_id=client_id,
                  consents=consents, tokens_revoked=tokens)
     db.session.commit()
@@ -572,7 +552,7 @@ def account_applications():
 def account_url() -> str | None:
     """The account page's address for templates, when this browser is signed in (never
     an obstacle to the page: an error page shown because the database is away has none)."""
-    if not has_request_context() or "sso" not in session:
+    if not has_request_context() or COOKIE_SSO not in session:
         return None
     try:
         row = current_session()

@@ -90,10 +90,12 @@ def _page(template: str, status: int = 200, **context):
     return render_template(template, **context), status, NO_STORE
 
 
-def throttled(page: str, limits: list[ratelimit.Limit]) -> str | None:
-    """Count this request against ``limits``; the message to show when one is reached."""
+def throttled(page: str, limits: list[ratelimit.Limit], now: float | None = None,
+              user_id: int | None = None) -> str | None:
+    """Count this request (at ``now``) against ``limits``; the message to show when one is
+    reached (``UNAVAILABLE`` when the limits cannot be counted)."""
     try:
-        refused = ratelimit.hit(limits)
+        refused = ratelimit.hit(limits, now)
     except ratelimit.RateLimitUnavailable:
         db.session.rollback()
         return UNAVAILABLE
@@ -102,7 +104,8 @@ def throttled(page: str, limits: list[ratelimit.Limit]) -> str | None:
         return None
     db.session.rollback()
     limit, retry_after = refused
-    audit.record("self_service_throttled", page=page, limit=limit.name, retry_after=retry_after)
+    audit.record("self_service_throttled", user_id=user_id, page=page, limit=limit.name,
+                 retry_after=retry_after)
     db.session.commit()
     minutes = max(1, math.ceil(retry_after / 60))
     return (f"Too many requests from here. For your security, wait {minutes} "

@@ -7,8 +7,6 @@ the same passcode and link checks as enrollment); setting MFA up through the enr
 
 from __future__ import annotations
 
-import logging
-
 from flask import abort, flash, render_template
 
 from idp.plugin_api import (
@@ -26,9 +24,7 @@ from plugins.mfa import devices, lockout, policy
 from plugins.mfa.factors import FACTORS, RecoveryFactor
 from plugins.mfa.forms import AccountDevicesForm, AccountFactorForm
 from plugins.mfa.models import MfaAccount, MfaFactor, RecoveryCode
-from plugins.mfa.pages.common import bp
-
-log = logging.getLogger(__name__)
+from plugins.mfa.pages.common import bp, send_notices
 
 INTENT_MODIFY = "mfa_modify"
 INTENT_ENROLL = "mfa_enroll"
@@ -68,17 +64,14 @@ def fresh_check(session, since: int) -> bool:
     return policy.second_factor_checked(session, since)
 
 
-def mandatory(user) -> bool:
-    return policy.enrollment_mandatory(user)
-
-
 def _methods_section(user, session) -> str:
     factors = policy.enrolled_factors(user.id)
     account = db.session.get(MfaAccount, user.id)
     default = account.default_kind if account is not None else None
     if default not in {f.kind for f in factors}:
         default = factors[0].kind if factors else None
-    removable = len(factors) > 1 or not mandatory(user)
+    mandatory = policy.enrollment_mandatory(user)
+    removable = len(factors) > 1 or not mandatory
     blocked = lockout.blocked_kinds(user.id) if factors else set()
     rows = [{"kind": f.kind, "label": FACTORS[f.kind].label if f.kind in FACTORS else f.kind,
              "blocked": f.kind in blocked,
@@ -88,8 +81,8 @@ def _methods_section(user, session) -> str:
     return render_template(
         "mfa/account_methods.html", methods=rows, removable=removable,
         recovery_left=RecoveryFactor.remaining(user.id) if factors else 0,
-        mfa_email=mask_email(policy.mfa_email(user)) if policy.mfa_email(user) else None,
-        form=AccountFactorForm(prefix="mfa"), mandatory=mandatory(user))
+        mfa_email=mask_email(mfa_email) if (mfa_email := policy.mfa_email(user)) else None,
+        form=AccountFactorForm(prefix="mfa"))
 
 
 def _devices_section(user, session) -> str:
@@ -100,16 +93,6 @@ def _devices_section(user, session) -> str:
 
 SECTIONS = [AccountSection("MFA Methods", METHODS, _methods_section),
             AccountSection("Remembered Devices", DEVICES, _devices_section)]
-
-
-def _notify(user, template: str, context: dict) -> None:
-    from idp.plugin_api import DeliveryError, send_email
-
-    for address in dict.fromkeys(a for a in (user.email, policy.mfa_email(user)) if a):
-        try:
-            send_email(address, template, context, kind="notice", user_id=user.id)
-        except DeliveryError as exc:
-            log.warning("notice %s not sent: %s", template, exc.reason)
 
 
 @bp.route("/account/methods", methods=["POST"])
@@ -143,7 +126,7 @@ def account_methods():
                        .values(failures=MfaAccount.failures))
     count = db.session.scalar(db.select(db.func.count()).select_from(MfaFactor)
                               .where(MfaFactor.user_id == user.id))
-    if count <= 1 and mandatory(user):
+    if count <= 1 and policy.enrollment_mandatory(user):
         db.session.rollback()
         flash("Your account must keep at least one MFA method. Add another one before you "
               "remove this one.", "error")
@@ -152,8 +135,7 @@ def account_methods():
     if not deleted:
         db.session.rollback()
         return account_return(METHODS)  # removed by another request meanwhile
-    db.session.refresh(account)
-    if account.default_kind == kind:
+    if account.default_kind == kind:  # read again: the commit above expired it
         account.default_kind = None
     if count <= 1:
         # No method left: the recovery codes would open nothing.
@@ -163,7 +145,8 @@ def account_methods():
     label = FACTORS[kind].label if kind in FACTORS else kind
     audit.record("mfa_factor_removed", user_id=user.id, factor=kind, source="account_page")
     db.session.commit()
-    _notify(user, "mfa_method_removed", {"method": label})
+    send_notices(user.id, None, "mfa_method_removed", {"method": label},
+                 emails=[user.email, policy.mfa_email(user)])
     flash(f"{label} was removed from your MFA methods.", "info")
     return account_return(METHODS)
 

@@ -26,8 +26,9 @@ def verify_account_email(someone: Person, idp: IdpServer, account: Account) -> N
     someone.press("Continue")
 
 
-def enroll_by_sms(someone: Person, idp: IdpServer, account: Account, phone: str) -> None:
-    """From the mandatory enrollment offer to the recovery codes, then Continue."""
+def enroll_by_sms(someone: Person, idp: IdpServer, account: Account, phone: str) -> list[str]:
+    """From the mandatory enrollment offer to the recovery codes, then Continue; returns the
+    recovery codes shown."""
     assert someone.heading == CHALLENGE, someone.heading
     someone.press("Enroll in MFA")
     verify_account_email(someone, idp, account)
@@ -43,7 +44,9 @@ def enroll_by_sms(someone: Person, idp: IdpServer, account: Account, phone: str)
     assert someone.page.get_by_label("Remember this device").is_checked()
     someone.submit_passcode(idp.sms_passcode(phone, 1))
     assert someone.heading == "Save Your Recovery Codes", someone.heading
+    codes = someone.page.locator("code").all_inner_texts()
     someone.follow("Continue")
+    return codes
 
 
 def enrolled_account(someone: Person, idp: IdpServer, rp: RelyingParty,

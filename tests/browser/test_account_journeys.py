@@ -9,7 +9,7 @@ import secrets
 
 import requests
 
-from tests.browser.journeys import challenged_sign_in, enrolled_account, verify_account_email
+from tests.browser.journeys import challenged_sign_in, enroll_by_sms, enrolled_account
 from tests.browser.support import ACR_MFA, CHALLENGE, PASSWORD, Account, last_four
 
 CHECK_EMAIL = "Check Your Email"
@@ -268,17 +268,7 @@ def test_a_recovery_code_sign_in_asks_for_a_new_method_and_a_new_phone_replaces_
     account = idp.new_account()
     request = alice.start(cns)
     alice.log_in(account)
-    assert alice.heading == CHALLENGE
-    alice.press("Enroll in MFA")
-    verify_account_email(alice, idp, account)
-    alice.choose("SMS")
-    alice.press("Continue")
-    alice.fill("Phone Number", lost_phone)
-    alice.press("Send Passcode")
-    alice.submit_passcode(idp.sms_passcode(lost_phone, 1))
-    assert alice.heading == "Save Your Recovery Codes"
-    codes = alice.page.locator("code").all_inner_texts()
-    alice.follow("Continue")
+    codes = enroll_by_sms(alice, idp, account, lost_phone)
     alice.back_at(cns, request)
 
     # The phone is lost; on a new computer Alice uses a recovery code.

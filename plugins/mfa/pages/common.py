@@ -143,17 +143,24 @@ def locked_message(ctx, kind: str | None = None) -> str:
 
 def notify(ctx, template: str, context: dict, emails: list[str | None] = (),
             phones: list[str | None] = (), sms_text: str | None = None) -> None:
+    """Security notices about a sign-in's user, branded for its client."""
+    send_notices(ctx.user.id, ctx.client, template, context, emails, phones, sms_text)
+
+
+def send_notices(user_id: int, client, template: str, context: dict,
+                 emails: list[str | None] = (), phones: list[str | None] = (),
+                 sms_text: str | None = None) -> None:
     """Security notices; a failed notice is logged, never an obstacle."""
     for address in dict.fromkeys(a for a in emails if a):
         try:
-            send_email(address, template, context, kind="notice", user_id=ctx.user.id,
-                       client=ctx.client)
+            send_email(address, template, context, kind="notice", user_id=user_id,
+                       client=client)
         except DeliveryError as exc:
             log.warning("notice %s not sent: %s", template, exc.reason)
     for phone in dict.fromkeys(p for p in phones if p):
         try:
-            send_sms(phone, "notice", {"text": sms_text}, kind="notice", user_id=ctx.user.id,
-                     client=ctx.client)
+            send_sms(phone, "notice", {"text": sms_text}, kind="notice", user_id=user_id,
+                     client=client)
         except (DeliveryError, PhoneNumberError) as exc:
             log.warning("SMS notice not sent: %s", exc)
 
